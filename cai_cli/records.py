@@ -1,0 +1,309 @@
+"""JSONL records in and out: reading with line-numbered errors, stable ids, resumable output.
+
+Every streaming command reads records with `read_records` and writes them with `RecordWriter`;
+`run_stream` ties the two together around a stage function so that each command only has to
+say what its stage does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import jsonlines
+
+from cai_cli.errors import CaiError, console
+
+Record = dict[str, Any]
+Validator = Callable[[Record], None]
+
+
+class RecordError(CaiError):
+    """A bad input record: the message carries `source:line:` so the user can find it."""
+
+    def __init__(self, source: str, line: int | None, message: str):
+        self.source, self.line, self.detail = source, line, message
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {message}")
+
+
+class InvalidRecord(ValueError):
+    """Raised by validators and stages; the reader or runner adds the source and line."""
+
+
+def source_name(path: Path | None) -> str:
+    return "<stdin>" if path is None or str(path) == "-" else str(path)
+
+
+def content_id(record: Record) -> str:
+    """A stable id from what a record's conversation is: the same prompt gets the same id."""
+    keys = ("system", "prompt", "messages")
+    canonical = json.dumps({k: record[k] for k in keys if k in record}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def record_id(record: Record) -> str:
+    """The record's own `id` (as a string) when it has one, else its content hash."""
+    value = record.get("id")
+    return str(value) if value is not None else content_id(record)
+
+
+def validate_conversation(record: Record) -> None:
+    """A record a model can answer: a non-empty `prompt` string or a `messages` list."""
+    if "prompt" in record:
+        if not isinstance(record["prompt"], str):
+            raise InvalidRecord(f"'prompt' must be a string, not {type_name(record['prompt'])}")
+        if not record["prompt"].strip():
+            raise InvalidRecord("'prompt' is empty")
+    elif "messages" in record:
+        validate_messages(record["messages"])
+    else:
+        raise InvalidRecord("record has neither 'prompt' nor 'messages'")
+    if "system" in record and not isinstance(record["system"], str):
+        raise InvalidRecord(f"'system' must be a string, not {type_name(record['system'])}")
+    if "id" in record and not isinstance(record["id"], (str, int)) or isinstance(record.get("id"), bool):
+        raise InvalidRecord(f"'id' must be a string or an integer, not {type_name(record['id'])}")
+
+
+def validate_messages(messages: Any) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRecord("'messages' must be a non-empty list of {role, content} objects")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise InvalidRecord(f"messages[{i}] must be an object, not {type_name(message)}")
+        if message.get("role") not in ("system", "user", "assistant"):
+            raise InvalidRecord(f"messages[{i}].role must be 'system', 'user' or 'assistant'")
+        if not isinstance(message.get("content"), str):
+            raise InvalidRecord(f"messages[{i}].content must be a string")
+
+
+def validate_response(record: Record) -> None:
+    """A record that already has an assistant answer to work on (critique, revise)."""
+    validate_conversation(record)
+    response = record.get("response")
+    if response is None:
+        raise InvalidRecord("record has no 'response' (run `cai sample` first)")
+    if not isinstance(response, str):
+        raise InvalidRecord(f"'response' must be a string, not {type_name(response)}")
+
+
+def type_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def read_records(
+    path: Path | None,
+    validate: Validator = validate_conversation,
+    skip_invalid: bool = False,
+    lines: dict[str, int] | None = None,
+) -> Iterator[Record]:
+    """Yield the valid records of a JSONL file (or stdin for None / '-'), each with an `id`.
+
+    A bad line raises `RecordError` naming the source and line, or with `skip_invalid` is
+    reported on stderr and skipped. Blank lines, a UTF-8 BOM and CRLF line ends are accepted.
+    `lines`, when given, is filled with id -> line number so later errors can point back.
+    """
+    source = source_name(path)
+    try:
+        stream = sys.stdin.buffer if source == "<stdin>" else open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise CaiError(f"cannot read {source}: {exc.strerror}") from None
+    numbered = NumberedLines(stream)
+    reader = jsonlines.Reader(numbered)
+    try:
+        while True:
+            try:
+                record = reader.read(skip_empty=True, allow_none=True)
+            except EOFError:
+                return
+            except jsonlines.InvalidLineError as exc:
+                report(RecordError(source, exc.lineno, describe_invalid_line(exc)), skip_invalid)
+                continue
+            try:
+                if not isinstance(record, dict):
+                    raise InvalidRecord(f"expected a JSON object, got {type_name(record)}")
+                validate(record)
+            except InvalidRecord as exc:
+                report(RecordError(source, numbered.lineno, str(exc)), skip_invalid)
+                continue
+            if "id" not in record:
+                record["id"] = content_id(record)
+            if lines is not None:
+                lines[str(record["id"])] = numbered.lineno
+            yield record
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+class NumberedLines:
+    """Iterates a binary stream's lines, remembering the number of the last one handed out."""
+
+    def __init__(self, stream: IO[bytes]):
+        self.stream, self.lineno = stream, 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for self.lineno, line in enumerate(self.stream, 1):
+            yield line
+
+
+def describe_invalid_line(exc: jsonlines.InvalidLineError) -> str:
+    message = str(exc).split(" (line ")[0]
+    if message.startswith("line contains invalid json"):
+        return "not valid JSON" + message[len("line contains invalid json"):]
+    if message.startswith("line is not valid utf-8"):
+        return "not valid UTF-8" + message[len("line is not valid utf-8"):]
+    return message
+
+
+def report(error: RecordError, skip_invalid: bool) -> None:
+    if not skip_invalid:
+        raise error
+    console.print(f"[yellow]Skipped[/] {error}", markup=True, highlight=False)
+
+
+class RecordWriter:
+    """Writes records as JSONL to stdout or to a file, one whole flushed line per record.
+
+    With `resume`, the file is kept: a torn last line (a run killed mid-write) is cut off, the
+    ids already written are collected in `done`, and new records are appended after them.
+    Without it, the file is started afresh.
+    """
+
+    def __init__(self, output: Path | None, resume: bool = False):
+        if resume and output is None:
+            raise CaiError("--resume needs -o/--output FILE: the ids already done are read from it")
+        self.output = output
+        self.done: set[str] = set()
+        self.written = 0
+        self._fd: int | None = None
+        if output is not None:
+            if resume and output.exists():
+                self.done = read_done_ids(output)
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if resume else os.O_TRUNC)
+            try:
+                self._fd = os.open(output, flags, 0o644)
+            except OSError as exc:
+                raise CaiError(f"cannot write {output}: {exc.strerror}") from None
+
+    def write(self, record: Record) -> None:
+        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        if self._fd is None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        else:
+            # One write call per line on an O_APPEND descriptor: a kill leaves whole lines, or
+            # at worst one torn last line that the next --resume cuts off.
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+        self.written += 1
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def read_done_ids(output: Path) -> set[str]:
+    """The ids in an earlier run's output file, after cutting off a torn last line."""
+    data = output.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        console.print(f"Repaired {output}: dropped an incomplete last line ({len(data) - end} bytes)")
+        with open(output, "r+b") as handle:
+            handle.truncate(end)
+    done = set()
+    for lineno, line in enumerate(data[:end].splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise CaiError(f"{output}:{lineno}: not valid JSON; refusing to resume into this file") from None
+        if isinstance(record, dict):
+            done.add(record_id(record))
+    return done
+
+
+@dataclass
+class StreamInput:
+    """The input side of a command: where records come from and how strictly they are read."""
+
+    path: Path | None = None
+    validate: Validator = validate_conversation
+    skip_invalid: bool = False
+    lines: dict[str, int] = field(default_factory=dict)
+    error: CaiError | None = None
+
+    def records(self, skip: set[str]) -> Iterator[Record]:
+        """Valid records not in `skip`. A bad line ends the iteration quietly and is kept in
+        `error`, so a stage can finish and write the records before it; `run_stream` raises it
+        afterwards."""
+        try:
+            for record in read_records(self.path, self.validate, self.skip_invalid, self.lines):
+                if record_id(record) not in skip:
+                    yield record
+        except CaiError as exc:
+            self.error = exc
+
+
+def run_stream(
+    name: str,
+    stage: Callable[[Iterable[Record]], Iterator[Record]],
+    source: StreamInput,
+    output: Path | None = None,
+    resume: bool = False,
+) -> None:
+    """Read records, run them through `stage`, write what comes out; stderr gets a summary."""
+    import time
+
+    started = time.perf_counter()
+    with RecordWriter(output, resume) as writer:
+        if writer.done:
+            console.print(f"{name}: {len(writer.done)} records already in {output}, skipping those")
+        progress = Progress(name) if console.is_terminal else None
+        for record in stage(source.records(skip=writer.done)):
+            writer.write(record)
+            if progress:
+                progress.advance()
+        if progress:
+            progress.stop()
+    if source.error is not None:
+        raise source.error
+    elapsed = time.perf_counter() - started
+    if writer.written == 0 and writer.done:
+        console.print(f"{name}: nothing to do, every input record is already in {output}")
+    else:
+        console.print(f"{name}: {writer.written} records in {elapsed:.1f} s")
+
+
+class Progress:
+    """A live record counter on a terminal's stderr."""
+
+    def __init__(self, name: str):
+        from rich.progress import Progress as RichProgress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._bar = RichProgress(SpinnerColumn(), TextColumn(f"{name}: {{task.completed}} records"),
+                                 TimeElapsedColumn(), console=console, transient=True)
+        self._task = self._bar.add_task(name, total=None)
+        self._bar.start()
+
+    def advance(self) -> None:
+        self._bar.advance(self._task)
+
+    def stop(self) -> None:
+        self._bar.stop()

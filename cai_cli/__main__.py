@@ -1,0 +1,3 @@
+from cai_cli.cli import main
+
+main()

@@ -1,0 +1,102 @@
+"""Inference backends behind one small interface.
+
+A backend renders chat messages with the model's own template, generates text for a stream of
+requests (in input order) and reads next-token log-probabilities for multiple-choice scoring. Its
+model is loaded once and lives for the whole stream. Heavy libraries are imported only when a
+backend is built, so `cai --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cai_cli.errors import CaiError
+
+BACKENDS = ("auto", "llama-cpp", "transformers")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One completion to produce: a chat, sampling settings, and the seed for this draw."""
+
+    messages: list[dict[str, str]]
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """How to find and run a model; one bundle shared by every command that loads one."""
+
+    model: str | None = None
+    backend: str = "auto"
+    chat_format: str | None = None
+    n_ctx: int | None = None
+    parallel: int = 8
+    batch_size: int = 8
+    threads: int | None = None
+    device: str | None = None
+    verbose: bool = False
+    trust_remote_code: bool = False
+
+
+class Backend(Protocol):
+    """What the stages need from a model."""
+
+    name: str
+    model_path: str
+    n_ctx: int
+
+    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """The chat as the model sees it, through its own chat template."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in already-rendered text."""
+
+    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[str]:
+        """One completion per request, in request order; requests are consumed lazily."""
+
+    def next_token_logprobs(self, prompts: Iterable[str], candidates: list[str]) -> Iterator[list[float]]:
+        """For each rendered prompt, the log-probability of each candidate continuation's first
+        token (e.g. 'A', 'B') at the next position; no text is generated."""
+
+
+def load_backend(options: BackendOptions) -> Backend:
+    """Build the backend the options ask for, loading the model once."""
+    from cai_cli.models import resolve_model
+
+    model = resolve_model(options.model)
+    kind = options.backend
+    if kind not in BACKENDS:
+        raise CaiError(f"unknown backend {kind!r}: choose one of {', '.join(BACKENDS)}")
+    if kind == "auto":
+        kind = "llama-cpp" if model.suffix == ".gguf" else "transformers"
+    if kind == "llama-cpp":
+        if model.is_dir() or model.suffix != ".gguf":
+            raise CaiError(f"the llama-cpp backend needs a .gguf file, not {model} "
+                           "(use --backend transformers for a Hugging Face folder)")
+        from cai_cli.backends.llama_cpp import LlamaCppBackend
+
+        return LlamaCppBackend(model, options)
+    from cai_cli.backends.transformers import TransformersBackend
+
+    return TransformersBackend(model, options)
+
+
+def check_fits(backend: Backend, prompt: str, max_tokens: int) -> None:
+    """Raise `InvalidRecord` when a rendered prompt plus the answer cannot fit the context."""
+    from cai_cli.records import InvalidRecord
+
+    needed = backend.count_tokens(prompt)
+    if needed + max_tokens > backend.n_ctx:
+        raise InvalidRecord(f"prompt is {needed} tokens; with {max_tokens} new tokens it exceeds the "
+                            f"model's context of {backend.n_ctx} (use --n-ctx or a shorter prompt)")
+
+
+def model_label(path: Path) -> str:
+    return path.name if path.is_file() else str(path)

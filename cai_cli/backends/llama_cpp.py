@@ -1,0 +1,167 @@
+"""The llama.cpp backend (llama-cpp-python): quantized GGUF models on a CPU, the default.
+
+The chat template comes from the GGUF's metadata and renders in a sandboxed Jinja environment
+(llama-cpp-python's `Jinja2ChatFormatter`); `--chat-format` overrides it with a llama-cpp-python
+format name (chatml, llama-3, ...) or a Jinja template file. Native logs stay quiet unless
+`--verbose`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from cai_cli.backends import BackendOptions, GenerationRequest
+from cai_cli.errors import CaiError
+
+# The library's own default context (512) is too small for few-shot critique prompts; the
+# model's training context can be far larger than a laptop wants to allocate.
+DEFAULT_MAX_CTX = 4096
+
+
+class LlamaCppBackend:
+    name = "llama-cpp"
+    can_batch = False
+
+    def __init__(self, path: Path, options: BackendOptions):
+        import llama_cpp
+
+        self.model_path = str(path)
+        self.options = options
+        threads = options.threads or max(1, os.cpu_count() or 1)
+        try:
+            with quiet_native_logs(options.verbose):
+                probe_ctx = options.n_ctx or DEFAULT_MAX_CTX
+                self.llm = llama_cpp.Llama(
+                    model_path=str(path), n_ctx=probe_ctx, n_threads=threads, n_threads_batch=threads,
+                    n_batch=512, verbose=options.verbose,
+                )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise CaiError(f"cannot load {path} with llama.cpp: {exc}") from None
+        trained = int(self.llm.metadata.get(f"{self.llm.metadata.get('general.architecture', 'llama')}.context_length", 0) or 0)
+        self.n_ctx = self.llm.n_ctx()
+        if options.n_ctx is None and trained and trained < self.n_ctx:
+            self.n_ctx = trained  # a model is not trained for positions past this
+        self._format = make_chat_formatter(self.llm, options.chat_format)
+
+    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return self._format(messages, add_generation_prompt)
+
+    def tokenize(self, text: str) -> list[int]:
+        # Rendered templates spell out their own special tokens; BOS only where the model asks.
+        tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if self.llm.metadata.get("tokenizer.ggml.add_bos_token") == "true" and tokens[:1] != [self.llm.token_bos()]:
+            tokens.insert(0, self.llm.token_bos())
+        return tokens
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[str]:
+        for request in requests:
+            tokens = self.tokenize(self.render(request.messages))
+            with quiet_native_logs(self.options.verbose):
+                # Pure temperature + top-p sampling (no top-k/min-p/repeat penalty), as the
+                # transformers backend samples, so the two backends mean the same by a setting.
+                result = self.llm.create_completion(
+                    tokens, max_tokens=request.max_tokens, temperature=request.temperature,
+                    top_p=request.top_p, top_k=0, min_p=0.0, repeat_penalty=1.0, seed=request.seed,
+                )
+            yield result["choices"][0]["text"]
+
+    def next_token_logprobs(self, prompts: Iterable[str], candidates: list[str]) -> Iterator[list[float]]:
+        import numpy as np
+
+        candidate_ids = [self.tokenize(c)[0] for c in candidates]
+        for prompt in prompts:
+            logits = self.prompt_logits(self.tokenize(prompt))
+            top = logits.max()
+            log_normaliser = top + np.log(np.exp(logits - top).sum())
+            yield [float(logits[i] - log_normaliser) for i in candidate_ids]
+
+    def prompt_logits(self, tokens: list[int]):
+        """Next-token logits after `tokens`, reusing the KV cache for the prefix shared with the
+        previous prompt (so both orderings and all principles of one pair cost little more than
+        their differing tails)."""
+        import numpy as np
+
+        llm = self.llm
+        if len(tokens) >= self.n_ctx:
+            raise CaiError(f"prompt of {len(tokens)} tokens does not fit the context of {self.n_ctx}")
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        shared = 0
+        for a, b in zip(cached, tokens):
+            if a != b:
+                break
+            shared += 1
+        shared = min(shared, len(tokens) - 1)  # the last token must be evaluated to get logits
+        llm.n_tokens = shared
+        with quiet_native_logs(self.options.verbose):
+            llm.eval(tokens[shared:])
+        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
+
+
+def make_chat_formatter(llm, chat_format: str | None):
+    """A function rendering messages to prompt text: the GGUF's own template, a
+    llama-cpp-python format name, or a Jinja template file."""
+    from llama_cpp import llama_chat_format
+
+    def token_text(token_id: int) -> str:
+        return llm._model.token_get_text(token_id) if token_id >= 0 else ""
+
+    bos, eos = token_text(llm.token_bos()), token_text(llm.token_eos())
+    if chat_format and Path(chat_format).is_file():
+        template = Path(chat_format).read_text(encoding="utf-8")
+    elif chat_format:
+        names = {chat_format.replace("-", "_"), chat_format.replace("-", "")}
+        formatter = next((getattr(llama_chat_format, f"format_{n}") for n in names
+                          if hasattr(llama_chat_format, f"format_{n}")), None)
+        if formatter is None:
+            known = sorted(n[len("format_"):] for n in dir(llama_chat_format) if n.startswith("format_"))
+            raise CaiError(f"unknown --chat-format {chat_format!r}: give a Jinja template file or one of "
+                           f"{', '.join(known)}")
+
+        def render_named(messages, add_generation_prompt=True):
+            # llama-cpp-python's named formats always end ready for the assistant's turn.
+            return formatter(messages=messages).prompt
+
+        return render_named
+    else:
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise CaiError("this GGUF carries no chat template; give one with --chat-format "
+                           "(a name such as chatml, or a Jinja template file)")
+    formatters = {flag: llama_chat_format.Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
+                                                              add_generation_prompt=flag)
+                  for flag in (True, False)}
+
+    def render(messages, add_generation_prompt=True):
+        try:
+            return formatters[add_generation_prompt](messages=messages).prompt
+        except Exception as exc:  # a template error is the template's, whatever Jinja raised
+            raise CaiError(f"the chat template failed to render: {exc}") from None
+
+    return render
+
+
+class quiet_native_logs:
+    """Silence llama.cpp's C-level writes to stderr (model loading, context warnings) unless
+    --verbose: stdout must carry records only and stderr what a person needs."""
+
+    def __init__(self, verbose: bool):
+        self.verbose = verbose
+
+    def __enter__(self):
+        if self.verbose:
+            return self
+        self._saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        return self
+
+    def __exit__(self, *exc_info):
+        if not self.verbose:
+            os.dup2(self._saved, 2)
+            os.close(self._saved)

@@ -1,0 +1,137 @@
+"""The transformers + torch backend: Hugging Face folders, or a GGUF dequantised by transformers.
+
+CUDA when present, CPU otherwise. Generation is batched (`--batch-size`) with left padding; the
+prompts of a window are sorted by length so that a batch pads as little as possible, and results
+come back in input order.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from cai_cli.backends import BackendOptions, GenerationRequest
+from cai_cli.errors import CaiError, console
+
+# A window of this many batches is read ahead and sorted by prompt length: enough to group
+# similar lengths, small enough that records still stream out steadily.
+SORT_WINDOW_BATCHES = 4
+
+
+def load_model_and_tokenizer(path: Path, options: BackendOptions, model_class: str = "AutoModelForCausalLM",
+                             **model_kwargs):
+    """Load a tokenizer and model from a folder or a GGUF file, never running the folder's
+    code unless asked and preferring safetensors weights."""
+    import torch
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    if not options.verbose:
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    where, extra = (path.parent, {"gguf_file": path.name}) if path.suffix == ".gguf" else (path, {})
+    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    common = {"trust_remote_code": options.trust_remote_code, "local_files_only": True, **extra}
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(where, **common)
+        loader = getattr(transformers, model_class)
+        model = loader.from_pretrained(where, dtype=dtype, use_safetensors=None if extra else True,
+                                       **common, **model_kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CaiError(f"cannot load {path} with transformers: {first_line}") from None
+    model.to(device).eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model, tokenizer, device
+
+
+class TransformersBackend:
+    name = "transformers"
+    can_batch = True
+
+    def __init__(self, path: Path, options: BackendOptions):
+        self.model_path = str(path)
+        self.options = options
+        self.model, self.tokenizer, self.device = load_model_and_tokenizer(path, options)
+        if not self.tokenizer.chat_template and not options.chat_format:
+            raise CaiError(f"{path} has no chat template; give one with --chat-format FILE.jinja")
+        if options.chat_format:
+            self.tokenizer.chat_template = read_template_file(options.chat_format)
+        self.n_ctx = options.n_ctx or min(getattr(self.model.config, "max_position_embeddings", 4096), 8192)
+        self.batch_size = max(1, options.batch_size)
+
+    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        # transformers renders chat templates in a sandboxed Jinja environment.
+        return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[str]:
+        requests = iter(requests)
+        while window := list(itertools.islice(requests, self.batch_size * SORT_WINDOW_BATCHES)):
+            prompts = [self.render(r.messages) for r in window]
+            order = sorted(range(len(window)), key=lambda i: len(prompts[i]))
+            results: dict[int, str] = {}
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start:start + self.batch_size]
+                texts = self._generate_batch([prompts[i] for i in batch], [window[i] for i in batch])
+                results.update(zip(batch, texts))
+            yield from (results[i] for i in range(len(window)))
+
+    def _generate_batch(self, prompts: list[str], requests: list[GenerationRequest]) -> list[str]:
+        import torch
+
+        first = requests[0]
+        # One sampler per batch: sampled text depends on the batch's seed (its first record's),
+        # so a record's sample can change with --batch-size; greedy output does not.
+        torch.manual_seed(first.seed)
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        sampling = first.temperature > 0
+        with torch.inference_mode():
+            output = self.model.generate(
+                **encoded,
+                max_new_tokens=max(r.max_tokens for r in requests),
+                do_sample=sampling,
+                temperature=first.temperature if sampling else None,
+                top_p=first.top_p if sampling else None,
+                top_k=None,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        new_tokens = output[:, encoded.input_ids.shape[1]:]
+        texts = []
+        for row, request in zip(new_tokens, requests):
+            texts.append(self.tokenizer.decode(row[:request.max_tokens], skip_special_tokens=True))
+        return texts
+
+    def next_token_logprobs(self, prompts: Iterable[str], candidates: list[str]) -> Iterator[list[float]]:
+        import torch
+
+        candidate_ids = [first_token_id(self.tokenizer, c) for c in candidates]
+        prompts = iter(prompts)
+        while batch := list(itertools.islice(prompts, self.batch_size)):
+            encoded = self.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            with torch.inference_mode():
+                logits = self.model(**encoded).logits[:, -1, :].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            for row in logprobs:
+                yield [row[i].item() for i in candidate_ids]
+
+
+def first_token_id(tokenizer, text: str) -> int:
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    if not ids:
+        raise CaiError(f"{text!r} encodes to no tokens")
+    return ids[0]
+
+
+def read_template_file(spec: str) -> str:
+    path = Path(spec)
+    if not path.is_file():
+        raise CaiError(f"--chat-format for transformers must be a Jinja template file; {spec} is not a file")
+    return path.read_text(encoding="utf-8")

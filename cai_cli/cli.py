@@ -1,0 +1,68 @@
+"""The `cai` command: the command list, global options and the one error policy.
+
+Expected failures print `Error: <message>` and exit 1; usage errors exit 2 (typer/click);
+a traceback appears only with `--debug` or CAI_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from cai_cli import __version__
+from cai_cli.commands import constitution, critique, revise, sample
+from cai_cli.errors import CaiError, console
+
+app = typer.Typer(
+    name="cai",
+    help="Constitutional AI from the shell: small JSONL tools that pipe together.\n\n"
+         "cai sample < prompts.jsonl | cai critique | cai revise > revised.jsonl",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# The command list, in pipeline order.
+app.command(rich_help_panel="SL-CAI data")(sample.sample)
+app.command(rich_help_panel="SL-CAI data")(critique.critique)
+app.command(rich_help_panel="SL-CAI data")(revise.revise)
+app.add_typer(constitution.app, name="constitution", rich_help_panel="Tools")
+
+
+def show_version(value: bool) -> None:
+    if value:
+        print(f"cai {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def global_options(
+    debug: Annotated[bool, typer.Option("--debug", envvar="CAI_DEBUG",
+                                        help="Show a traceback on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    if debug:
+        os.environ["CAI_DEBUG"] = "1"
+
+
+def main() -> None:
+    try:
+        app()
+    except CaiError as exc:
+        if os.environ.get("CAI_DEBUG") == "1":
+            raise
+        console.print(f"[bold red]Error:[/] {exc}", markup=True)
+        sys.exit(1)
+    except BrokenPipeError:
+        # A reader such as `head` went away: stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+    except KeyboardInterrupt:
+        console.print("Interrupted; completed records are written (rerun with -o FILE --resume to continue)")
+        sys.exit(130)

@@ -1,0 +1,49 @@
+"""cai revise: the model rewrites its response in light of the last critique."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cai_cli.backends import BackendOptions, load_backend
+from cai_cli.options import (ConstitutionOpt, FewShotOpt, InputArg, MaxTokensOpt, OutputOpt, PrincipleOpt,
+                             ResumeOpt, SeedOpt, SkipInvalidOpt, TemperatureOpt, TopPOpt, with_model_options)
+from cai_cli.records import StreamInput, run_stream
+
+
+@with_model_options
+def revise(
+    input: InputArg = None,
+    constitution: ConstitutionOpt = None,
+    direct: Annotated[bool, typer.Option(
+        "--direct", help="Revise without a critique, under a principle drawn at random (the paper's ablation).")] = False,
+    principle: PrincipleOpt = None,
+    few_shot: FewShotOpt = True,
+    max_tokens: MaxTokensOpt = 256,
+    temperature: TemperatureOpt = 0.7,
+    top_p: TopPOpt = 0.95,
+    seed: SeedOpt = 0,
+    output: OutputOpt = None,
+    resume: ResumeOpt = False,
+    skip_invalid: SkipInvalidOpt = False,
+    *,
+    model_options: BackendOptions,
+) -> None:
+    """Revise each record's `response` as the last critique's principle asks. The revision is
+    recorded in `revisions`, replaces `response`, and the first answer stays in `initial_response`.
+
+    Examples:
+
+        cai critique < initial.jsonl | cai revise | cai critique | cai revise > revised.jsonl
+
+        cai revise --direct initial.jsonl > revised_directly.jsonl
+    """
+    from cai_cli.constitution import load_constitution
+    from cai_cli.stages.critique import CritiqueSettings
+    from cai_cli.stages.revise import ReviseStage
+
+    rules = load_constitution(constitution)
+    settings = CritiqueSettings(principle, few_shot, max_tokens, temperature, top_p, seed)
+    stage = ReviseStage(load_backend(model_options), rules, settings, direct=direct)
+    run_stream("revise", stage, StreamInput(input, stage.validate, skip_invalid), output, resume)

@@ -1,0 +1,48 @@
+"""cai sample: answer each prompt with the model."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from cai_cli.backends import BackendOptions, load_backend
+from cai_cli.options import (InputArg, MaxTokensOpt, OutputOpt, ResumeOpt, SAMPLING_PANEL, SeedOpt,
+                             SkipInvalidOpt, TemperatureOpt, TopPOpt, with_model_options)
+from cai_cli.records import StreamInput, run_stream
+
+
+@with_model_options
+def sample(
+    input: InputArg = None,
+    n: Annotated[Optional[int], typer.Option(
+        "-n", min=1, show_default=False, rich_help_panel=SAMPLING_PANEL,
+        help="Write a list of N samples as 'responses' (e.g. -n 2 for compare) instead of one 'response'.")] = None,
+    max_tokens: MaxTokensOpt = 256,
+    temperature: TemperatureOpt = 0.7,
+    top_p: TopPOpt = 0.95,
+    seed: SeedOpt = 0,
+    system: Annotated[Optional[str], typer.Option(
+        "--system", show_default=False, rich_help_panel=SAMPLING_PANEL,
+        help="System message for records that have none.")] = None,
+    output: OutputOpt = None,
+    resume: ResumeOpt = False,
+    skip_invalid: SkipInvalidOpt = False,
+    *,
+    model_options: BackendOptions,
+) -> None:
+    """Answer each record's `prompt` (or `messages`) and add the answer as `response`.
+
+    Examples:
+
+        cai sample < examples/red_team.jsonl > initial.jsonl
+
+        cai sample -n 2 --temperature 1 examples/red_team.jsonl | cai compare > prefs.jsonl
+
+        cai sample -m my-model.gguf --max-tokens 128 -o out.jsonl --resume prompts.jsonl
+    """
+    from cai_cli.stages.sample import SampleSettings, SampleStage
+
+    backend = load_backend(model_options)
+    stage = SampleStage(backend, SampleSettings(n, max_tokens, temperature, top_p, seed, system))
+    run_stream("sample", stage, StreamInput(input, stage.validate, skip_invalid), output, resume)

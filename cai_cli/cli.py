@@ -11,10 +11,12 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from cai_cli import __version__
 from cai_cli.commands import constitution, critique, revise, sample
 from cai_cli.errors import CaiError, console
+from cai_cli.records import OutputClosed
 
 app = typer.Typer(
     name="cai",
@@ -56,9 +58,11 @@ def main() -> None:
     except CaiError as exc:
         if os.environ.get("CAI_DEBUG") == "1":
             raise
-        console.print(f"[bold red]Error:[/] {exc}", markup=True)
+        # Escaped, since messages quote user data ('[/x]' would be read as markup); one unwrapped
+        # line, so `Error: <source>:<line>:` stays greppable.
+        console.print(f"[bold red]Error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
         sys.exit(1)
-    except BrokenPipeError:
+    except (BrokenPipeError, OutputClosed):
         # A reader such as `head` went away: stop quietly, as Unix tools do.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

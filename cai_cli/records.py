@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import jsonlines
+from rich.markup import escape
 
 from cai_cli.errors import CaiError, console
 
@@ -95,7 +96,7 @@ def validate_response(record: Record) -> None:
 
 def type_name(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+            float: "a decimal number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def read_records(
@@ -116,7 +117,7 @@ def read_records(
     except OSError as exc:
         raise CaiError(f"cannot read {source}: {exc.strerror}") from None
     numbered = NumberedLines(stream)
-    reader = jsonlines.Reader(numbered)
+    reader = jsonlines.Reader(numbered, loads=load_json_line)
     try:
         while True:
             try:
@@ -129,6 +130,7 @@ def read_records(
             try:
                 if not isinstance(record, dict):
                     raise InvalidRecord(f"expected a JSON object, got {type_name(record)}")
+                check_writable(record)
                 validate(record)
             except InvalidRecord as exc:
                 report(RecordError(source, numbered.lineno, str(exc)), skip_invalid)
@@ -141,6 +143,31 @@ def read_records(
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+def load_json_line(line: str) -> Any:
+    """`json.loads`, with deeply nested junk reported as bad JSON instead of a RecursionError
+    (which is not a ValueError, so it would escape the reader as a traceback)."""
+    try:
+        return json.loads(line)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def check_writable(record: Record) -> None:
+    """Refuse what Python's JSON reader accepts but no valid JSONL output can hold, so a bad
+    value stops at its input line instead of crashing the writer (or the tokenizer) later: lone
+    UTF-16 surrogate escapes (UTF-8 cannot encode them) and NaN/Infinity or numbers too large
+    for a float (they would be written as the non-JSON words NaN and Infinity)."""
+    try:
+        json.dumps(record, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRecord("a string holds a lone UTF-16 surrogate escape (such as \\ud800), "
+                            "which UTF-8 cannot encode") from None
+    except ValueError:
+        raise InvalidRecord("a number is NaN, Infinity or too large for a 64-bit float") from None
+    except RecursionError:
+        raise InvalidRecord("nested too deeply") from None
 
 
 class NumberedLines:
@@ -166,7 +193,15 @@ def describe_invalid_line(exc: jsonlines.InvalidLineError) -> str:
 def report(error: RecordError, skip_invalid: bool) -> None:
     if not skip_invalid:
         raise error
-    console.print(f"[yellow]Skipped[/] {error}", markup=True, highlight=False)
+    # Escaped: the message quotes the user's data, and a '[/x]' in it would be read as markup.
+    console.print(f"[yellow]Skipped[/] {escape(str(error))}", markup=True, highlight=False)
+
+
+class OutputClosed(Exception):
+    """stdout's reader went away (`cai sample | head -1`); `cli.main` stops quietly.
+
+    Deliberately not an OSError: typer turns a broken pipe (EPIPE) into exit status 1 before
+    `cli.main` could see it, and a pipeline cut short on purpose is not a failure."""
 
 
 class RecordWriter:
@@ -196,8 +231,11 @@ class RecordWriter:
     def write(self, record: Record) -> None:
         data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
         if self._fd is None:
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
+            try:
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
+            except BrokenPipeError:
+                raise OutputClosed from None
         else:
             # One write call per line on an O_APPEND descriptor: a kill leaves whole lines, or
             # at worst one torn last line that the next --resume cuts off.
@@ -223,7 +261,8 @@ def read_done_ids(output: Path) -> set[str]:
     data = output.read_bytes()
     end = data.rfind(b"\n") + 1
     if end < len(data):
-        console.print(f"Repaired {output}: dropped an incomplete last line ({len(data) - end} bytes)")
+        console.print(f"Repaired {output}: dropped an incomplete last line ({len(data) - end} bytes)",
+                      markup=False, soft_wrap=True)
         with open(output, "r+b") as handle:
             handle.truncate(end)
     done = set()
@@ -272,23 +311,48 @@ def run_stream(
     import time
 
     started = time.perf_counter()
+    if output is not None and is_same_file(source.path, output):
+        raise CaiError(f"-o {output} is the input file; write to another file (it would overwrite "
+                       "the input while reading it)")
     with RecordWriter(output, resume) as writer:
         if writer.done:
-            console.print(f"{name}: {len(writer.done)} records already in {output}, skipping those")
+            console.print(f"{name}: {len(writer.done)} records already in {output}, skipping those",
+                          markup=False, soft_wrap=True)
         progress = Progress(name) if console.is_terminal else None
-        for record in stage(source.records(skip=writer.done)):
-            writer.write(record)
+        try:
+            for record in stage(source.records(skip=writer.done)):
+                writer.write(record)
+                if progress:
+                    progress.advance()
+        except KeyboardInterrupt:
+            # typer turns Ctrl-C into exit status 130 without a word; say what is safe.
             if progress:
-                progress.advance()
+                progress.stop()
+            how = f"rerun with -o {output} --resume to go on" if output else "use -o FILE --resume to resume runs"
+            console.print(f"Interrupted: {name} wrote {writer.written} complete records; {how}",
+                          markup=False, soft_wrap=True)
+            raise
         if progress:
             progress.stop()
     if source.error is not None:
         raise source.error
     elapsed = time.perf_counter() - started
     if writer.written == 0 and writer.done:
-        console.print(f"{name}: nothing to do, every input record is already in {output}")
+        console.print(f"{name}: nothing to do, every input record is already in {output}",
+                      markup=False, soft_wrap=True)
     else:
         console.print(f"{name}: {writer.written} records in {elapsed:.1f} s")
+
+
+def is_same_file(input_path: Path | None, output: Path) -> bool:
+    """Whether the output is the input (a file argument, or stdin redirected from it)."""
+    try:
+        out_stat = os.stat(output)
+        if input_path is None or str(input_path) == "-":
+            return os.path.samestat(os.fstat(sys.stdin.fileno()), out_stat)
+        return os.path.samestat(os.stat(input_path), out_stat)
+    except (OSError, ValueError):  # no output file yet, or no stdin to compare
+        return False
 
 
 class Progress:

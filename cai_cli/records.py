@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -170,6 +171,9 @@ def check_writable(record: Record) -> None:
         raise InvalidRecord("nested too deeply") from None
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 class NumberedLines:
     """Iterates a binary stream's lines, remembering the number of the last one handed out."""
 
@@ -178,11 +182,17 @@ class NumberedLines:
 
     def __iter__(self) -> Iterator[bytes]:
         for self.lineno, line in enumerate(self.stream, 1):
+            # A BOM belongs to the file, not to its first line: cut it here so that a file
+            # starting with BOM + blank line (or holding only a BOM) reads as blank, not bad JSON.
+            if self.lineno == 1 and line.startswith(UTF8_BOM):
+                line = line[len(UTF8_BOM):]
             yield line
 
 
 def describe_invalid_line(exc: jsonlines.InvalidLineError) -> str:
     message = str(exc).split(" (line ")[0]
+    # json's own "line 1 column 9 (char 8)" counts inside the one line; keep just the column.
+    message = re.sub(r": line \d+ column (\d+) \(char \d+\)", r" at column \1", message)
     if message.startswith("line contains invalid json"):
         return "not valid JSON" + message[len("line contains invalid json"):]
     if message.startswith("line is not valid utf-8"):
@@ -194,7 +204,7 @@ def report(error: RecordError, skip_invalid: bool) -> None:
     if not skip_invalid:
         raise error
     # Escaped: the message quotes the user's data, and a '[/x]' in it would be read as markup.
-    console.print(f"[yellow]Skipped[/] {escape(str(error))}", markup=True, highlight=False)
+    console.print(f"[yellow]Skipped[/] {escape(str(error))}", markup=True, highlight=False, soft_wrap=True)
 
 
 class OutputClosed(Exception):

@@ -20,7 +20,8 @@ IO_PANEL = "Input and output"
 InputArg = Annotated[Optional[Path], typer.Argument(
     help="JSONL input file; '-' or none reads stdin.", show_default=False, allow_dash=True)]
 OutputOpt = Annotated[Optional[Path], typer.Option(
-    "-o", "--output", help="Append records to FILE instead of stdout (see --resume).",
+    "-o", "--output", help="Write records to FILE instead of stdout, a whole line at a time; "
+    "FILE starts afresh unless --resume.",
     rich_help_panel=IO_PANEL, show_default=False)]
 ResumeOpt = Annotated[bool, typer.Option(
     "--resume", help="With -o: skip input records whose id is already in the output file.",
@@ -49,6 +50,9 @@ BatchSizeOpt = Annotated[int, typer.Option(
 ThreadsOpt = Annotated[Optional[int], typer.Option(
     "--threads", min=1, rich_help_panel=MODEL_PANEL, show_default=False,
     help="llama.cpp: CPU threads (default: all cores).")]
+TrustRemoteCodeOpt = Annotated[bool, typer.Option(
+    "--trust-remote-code", rich_help_panel=MODEL_PANEL,
+    help="transformers: run Python code shipped in the model folder. Only for folders you trust.")]
 VerboseOpt = Annotated[bool, typer.Option(
     "--verbose", help="Show the inference libraries' own logs.", rich_help_panel=MODEL_PANEL)]
 
@@ -81,6 +85,7 @@ MODEL_OPTIONS: dict[str, tuple[object, object]] = {
     "batch_size": (BatchSizeOpt, BackendOptions.batch_size),
     "threads": (ThreadsOpt, None),
     "verbose": (VerboseOpt, False),
+    "trust_remote_code": (TrustRemoteCodeOpt, False),
 }
 
 

@@ -31,6 +31,10 @@ def load_model_and_tokenizer(path: Path, options: BackendOptions, model_class: s
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
     where, extra = (path.parent, {"gguf_file": path.name}) if path.suffix == ".gguf" else (path, {})
+    if path.is_dir() and not any(path.glob("*.safetensors")) and any(path.glob("pytorch_model*.bin")):
+        raise CaiError(f"{path} has only pickled PyTorch weights (pytorch_model*.bin), and loading a pickle "
+                       "can run code: cai loads safetensors weights only (convert the folder with "
+                       "save_pretrained in an environment you trust)")
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     common = {"trust_remote_code": options.trust_remote_code, "local_files_only": True, **extra}
@@ -40,6 +44,9 @@ def load_model_and_tokenizer(path: Path, options: BackendOptions, model_class: s
         model = loader.from_pretrained(where, dtype=dtype, use_safetensors=None if extra else True,
                                        **common, **model_kwargs)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        if "trust_remote_code" in str(exc):
+            raise CaiError(f"{path} ships its own Python code to load it; cai does not run a model folder's "
+                           "code unless you pass --trust-remote-code (only for folders you trust)") from None
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CaiError(f"cannot load {path} with transformers: {first_line}") from None
     model.to(device).eval()
@@ -65,9 +72,13 @@ class TransformersBackend:
         self.batch_size = max(1, options.batch_size)
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        # transformers renders chat templates in a sandboxed Jinja environment.
-        return self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt)
+        # transformers renders chat templates in a sandboxed Jinja environment; a template that
+        # reaches for Python objects raises a SecurityError there, shown as a clean Error.
+        try:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      add_generation_prompt=add_generation_prompt)
+        except Exception as exc:  # a template error is the template's, whatever Jinja raised
+            raise CaiError(f"the chat template failed to render: {exc}") from None
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)

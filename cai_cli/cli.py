@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from cai_cli import __version__
 from cai_cli.commands import constitution, critique, revise, sample
+from cai_cli.commands import compare as compare_command, eval as eval_command
 from cai_cli.errors import CaiError, console
 from cai_cli.records import OutputClosed
 
@@ -32,6 +33,8 @@ app = typer.Typer(
 app.command(rich_help_panel="SL-CAI data")(sample.sample)
 app.command(rich_help_panel="SL-CAI data")(critique.critique)
 app.command(rich_help_panel="SL-CAI data")(revise.revise)
+app.command(rich_help_panel="RL-CAI data")(compare_command.compare)
+app.command(rich_help_panel="RL-CAI data")(eval_command.eval)
 app.add_typer(constitution.app, name="constitution", rich_help_panel="Tools")
 
 

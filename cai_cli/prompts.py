@@ -101,6 +101,19 @@ def build_comparison_messages(conversation: list[Message], first: str, second: s
 
 ANSWER_PREFIX = "The answer is: ("
 
+# Chain of thought: the question asks for reasoning first; the model's reasoning becomes the
+# start of its answer, followed by this separator and ANSWER_PREFIX.
+COT_REQUEST = "Think it through step by step first, then say which option is better."
+COT_ANSWER_SEPARATOR = "\n\n"
+
+
+def build_cot_comparison_messages(conversation: list[Message], first: str, second: str,
+                                  principle: ComparisonPrinciple) -> list[Message]:
+    """The comparison question, asking for step-by-step reasoning before the answer."""
+    messages = build_comparison_messages(conversation, first, second, principle)
+    messages[-1]["content"] += "\n\n" + COT_REQUEST
+    return messages
+
 
 def clean_generation(text: str, label: str | None = None) -> str:
     """Strip whitespace and a leading 'Critique:'/'Revision:' label a model may echo."""

@@ -8,7 +8,7 @@ backend is built, so `cai --help` stays fast.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -63,7 +63,29 @@ class Backend(Protocol):
 
     def next_token_logprobs(self, prompts: Iterable[str], candidates: list[str]) -> Iterator[list[float]]:
         """For each rendered prompt, the log-probability of each candidate continuation's first
-        token (e.g. 'A', 'B') at the next position; no text is generated."""
+        token (e.g. 'A', 'B') at the next position; no text is generated. The prompts of one call
+        end alike (an answer prefix such as "The answer is: ("): the candidates' tokens are found
+        once, as they are spelled after the first prompt's last character."""
+
+
+def continuation_token_ids(tokenize: Callable[[str], list[int]], context: str, candidates: list[str]) -> list[int]:
+    """The token each candidate starts with when it follows `context`: a tokenizer may spell a
+    word differently at the start of a text (SentencePiece's leading space: "▁A" alone, "A"
+    after "("). Candidates that would share their first token cannot be told apart: an error."""
+    before = tokenize(context)
+    ids = []
+    for candidate in candidates:
+        after = tokenize(context + candidate)
+        if len(after) > len(before) and after[:len(before)] == before:
+            ids.append(after[len(before)])
+        elif alone := tokenize(candidate):
+            ids.append(alone[0])
+        else:
+            raise CaiError(f"the answer option {candidate!r} encodes to no tokens")
+    if len(set(ids)) < len(ids):
+        raise CaiError(f"the answer options {candidates} start with the same token, so their "
+                       "probabilities cannot be told apart")
+    return ids
 
 
 def load_backend(options: BackendOptions) -> Backend:

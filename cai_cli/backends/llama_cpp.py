@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from cai_cli.backends import BackendOptions, GenerationRequest
+from cai_cli.backends import BackendOptions, GenerationRequest, continuation_token_ids
 from cai_cli.errors import CaiError
 
 # The library's own default context (512) is too small for few-shot critique prompts; the
@@ -40,7 +40,9 @@ class LlamaCppBackend:
         except (ValueError, RuntimeError, OSError) as exc:
             raise CaiError(f"cannot load {path} with llama.cpp: {exc}") from None
         trained = int(self.llm.metadata.get(f"{self.llm.metadata.get('general.architecture', 'llama')}.context_length", 0) or 0)
-        self.n_ctx = self.llm.n_ctx()
+        # llama.cpp rounds a small context up (64 -> 256), but the Llama object's token buffer
+        # keeps the size asked for: prompts must fit both.
+        self.n_ctx = min(self.llm.n_ctx(), probe_ctx)
         if options.n_ctx is None and trained and trained < self.n_ctx:
             self.n_ctx = trained  # a model is not trained for positions past this
         self._format = make_chat_formatter(self.llm, options.chat_format)
@@ -73,8 +75,10 @@ class LlamaCppBackend:
     def next_token_logprobs(self, prompts: Iterable[str], candidates: list[str]) -> Iterator[list[float]]:
         import numpy as np
 
-        candidate_ids = [self.tokenize(c)[0] for c in candidates]
+        candidate_ids = None
         for prompt in prompts:
+            if candidate_ids is None:
+                candidate_ids = continuation_token_ids(self.tokenize, prompt[-1:], candidates)
             logits = self.prompt_logits(self.tokenize(prompt))
             top = logits.max()
             log_normaliser = top + np.log(np.exp(logits - top).sum())

@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from cai_cli.backends import BackendOptions, GenerationRequest
+from cai_cli.backends import BackendOptions, GenerationRequest, continuation_token_ids
 from cai_cli.errors import CaiError, console
 
 # A window of this many batches is read ahead and sorted by prompt length: enough to group
@@ -123,22 +123,22 @@ class TransformersBackend:
     def next_token_logprobs(self, prompts: Iterable[str], candidates: list[str]) -> Iterator[list[float]]:
         import torch
 
-        candidate_ids = [first_token_id(self.tokenizer, c) for c in candidates]
+        candidate_ids = None
         prompts = iter(prompts)
         while batch := list(itertools.islice(prompts, self.batch_size)):
+            if candidate_ids is None:
+                candidate_ids = continuation_token_ids(
+                    lambda text: self.tokenizer(text, add_special_tokens=False).input_ids, batch[0][-1:], candidates)
             encoded = self.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
             with torch.inference_mode():
-                logits = self.model(**encoded).logits[:, -1, :].float()
+                # Left padding: count positions from each row's first real token, as generate()
+                # does, for models whose position embeddings are absolute.
+                positions = (encoded.attention_mask.cumsum(-1) - 1).clamp(min=0)
+                logits = self.model(**encoded, position_ids=positions).logits[:, -1, :].float()
             logprobs = torch.log_softmax(logits, dim=-1)
             for row in logprobs:
                 yield [row[i].item() for i in candidate_ids]
 
-
-def first_token_id(tokenizer, text: str) -> int:
-    ids = tokenizer(text, add_special_tokens=False).input_ids
-    if not ids:
-        raise CaiError(f"{text!r} encodes to no tokens")
-    return ids[0]
 
 
 def read_template_file(spec: str) -> str:

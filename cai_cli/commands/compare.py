@@ -1,0 +1,85 @@
+"""cai compare: soft preference labels for pairs of responses, from the feedback model's
+next-token probabilities of the answer letters."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from cai_cli.backends import BackendOptions, load_backend
+from cai_cli.options import (ConstitutionOpt, InputArg, OutputOpt, ResumeOpt, SeedOpt, SkipInvalidOpt,
+                             TopPOpt, with_model_options)
+from cai_cli.records import StreamInput, read_done_ids, run_stream
+
+FEEDBACK_PANEL = "Feedback"
+
+# The feedback options, shared by `compare` and `eval`.
+FeedbackPrincipleOpt = Annotated[Optional[str], typer.Option(
+    "--principle", show_default=False, rich_help_panel=FEEDBACK_PANEL,
+    help="Judge every pair under this comparison principle instead of drawing at random.")]
+PrinciplesOpt = Annotated[int, typer.Option(
+    "--principles", min=1, rich_help_panel=FEEDBACK_PANEL,
+    help="Draw K different principles per pair (seeded) and average their labels: the ensemble.")]
+SwapOpt = Annotated[bool, typer.Option(
+    "--swap/--no-swap", rich_help_panel=FEEDBACK_PANEL,
+    help="Ask each question in both orderings, (A)/(B) and (B)/(A), and average: cancels letter bias.")]
+CotOpt = Annotated[bool, typer.Option(
+    "--cot", rich_help_panel=FEEDBACK_PANEL,
+    help="Chain of thought: the model reasons step by step (generated), then the letter is scored.")]
+ClampOpt = Annotated[Optional[str], typer.Option(
+    "--clamp", metavar="LO,HI", show_default=False, rich_help_panel=FEEDBACK_PANEL,
+    help="Clamp each judgement's probability to [LO, HI] ('none': off). Default: 0.4,0.6 with --cot, off without.")]
+ReasoningTokensOpt = Annotated[int, typer.Option(
+    "--max-tokens", min=1, rich_help_panel=FEEDBACK_PANEL, help="--cot: most tokens of reasoning.")]
+ReasoningTemperatureOpt = Annotated[float, typer.Option(
+    "--temperature", min=0.0, rich_help_panel=FEEDBACK_PANEL, help="--cot: sampling temperature; 0 is greedy.")]
+
+
+@with_model_options
+def compare(
+    input: InputArg = None,
+    constitution: ConstitutionOpt = None,
+    principle: FeedbackPrincipleOpt = None,
+    principles: PrinciplesOpt = 1,
+    swap: SwapOpt = True,
+    cot: CotOpt = False,
+    clamp: ClampOpt = None,
+    max_tokens: ReasoningTokensOpt = 128,
+    temperature: ReasoningTemperatureOpt = 0.0,
+    top_p: TopPOpt = 0.95,
+    seed: SeedOpt = 0,
+    output: OutputOpt = None,
+    resume: ResumeOpt = False,
+    skip_invalid: SkipInvalidOpt = False,
+    *,
+    model_options: BackendOptions,
+) -> None:
+    """Label which of each record's `responses` is better under the constitution's comparison
+    principles, as `chosen`/`rejected` plus a soft `label` = P(chosen is better).
+
+    The label is the feedback model's normalised probability of the answer letters (A)/(B) after
+    "The answer is: (", averaged over both orderings and the drawn principles; nothing is
+    generated (except reasoning with --cot). Records with K > 2 responses give one record per
+    pair, with ids `<id>:<i>-<j>`.
+
+    Examples:
+
+        cai sample -n 2 --temperature 1 < examples/red_team.jsonl | cai compare > prefs.jsonl
+
+        cai compare --principles 4 --seed 1 samples.jsonl -o prefs.jsonl --resume
+
+        cai compare --cot --clamp 0.3,0.7 --principle least-harmful samples.jsonl
+    """
+    from cai_cli.constitution import load_constitution
+    from cai_cli.stages.compare import CompareStage
+    from cai_cli.stages.feedback import FeedbackSettings, check_feedback_settings, parse_clamp
+
+    settings = FeedbackSettings(principle, principles, swap, cot, parse_clamp(clamp, cot), max_tokens,
+                                temperature, top_p, seed)
+    rules = load_constitution(constitution)
+    check_feedback_settings(rules, settings)  # before the model loads
+    done = read_done_ids(output) if resume and output is not None and output.exists() else set()
+    stage = CompareStage(load_backend(model_options), rules, settings, done)
+    run_stream("compare", stage, StreamInput(input, stage.validate, skip_invalid), output, resume)
+

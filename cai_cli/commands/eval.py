@@ -1,0 +1,114 @@
+"""cai eval: how good a feedback model is on comparisons whose right answer is known."""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from cai_cli.backends import BackendOptions, load_backend
+from cai_cli.commands.compare import (ClampOpt, CotOpt, FeedbackPrincipleOpt, PrinciplesOpt, ReasoningTemperatureOpt,
+                                      ReasoningTokensOpt, SwapOpt)
+from cai_cli.errors import console
+from cai_cli.options import IO_PANEL, ConstitutionOpt, InputArg, SeedOpt, SkipInvalidOpt, TopPOpt, with_model_options
+
+ItemsOpt = Annotated[Optional[Path], typer.Option(
+    "--items", show_default=False, rich_help_panel=IO_PANEL,
+    help="Also write each input record with its 'p_correct' and 'correct' to FILE (JSONL).")]
+
+
+@with_model_options
+def eval(  # noqa: A001 - the command is `cai eval`
+    input: InputArg = None,
+    constitution: ConstitutionOpt = None,
+    principle: FeedbackPrincipleOpt = None,
+    principles: PrinciplesOpt = 1,
+    swap: SwapOpt = True,
+    cot: CotOpt = False,
+    clamp: ClampOpt = None,
+    max_tokens: ReasoningTokensOpt = 128,
+    temperature: ReasoningTemperatureOpt = 0.0,
+    top_p: TopPOpt = 0.95,
+    seed: SeedOpt = 0,
+    items: ItemsOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
+    *,
+    model_options: BackendOptions,
+) -> None:
+    """Measure a feedback model on labeled comparisons: accuracy, position bias (how often each
+    letter wins) and calibration, as a table on stderr and a JSON summary on stdout.
+
+    Reads labeled pairs (`prompt` or `messages`, `chosen` = the better response, `rejected`),
+    asked exactly as `cai compare` asks, and the paper's evaluation format (`prompt` holding the
+    question and options, `corrects`, `incorrects` such as " (A)"), asked as one chat turn.
+
+    Examples:
+
+        cai eval examples/labeled_pairs.jsonl
+
+        cai eval --no-swap examples/labeled_pairs.jsonl | jq .letter_wins
+
+        cai eval -m my-feedback-model.gguf --principles 4 paper_eval.jsonl --items scored.jsonl
+    """
+    from cai_cli.constitution import load_constitution
+    from cai_cli.records import RecordWriter, StreamInput
+    from cai_cli.stages.feedback import EvalRun, FeedbackSettings, check_feedback_settings, parse_clamp, summarise
+
+    settings = FeedbackSettings(principle, principles, swap, cot, parse_clamp(clamp, cot), max_tokens,
+                                temperature, top_p, seed)
+    rules = load_constitution(constitution)
+    check_feedback_settings(rules, settings)
+    backend = load_backend(model_options)
+    run = EvalRun(backend, rules, settings)
+    source = StreamInput(input, run.validate, skip_invalid)
+    outcomes = []
+    with RecordWriter(items) if items else nullcontext() as writer:
+        for outcome in run(source.records(skip=set())):
+            outcomes.append(outcome)
+            if writer:
+                writer.write({**outcome.record, "p_correct": round(outcome.p_correct, 6), "correct": outcome.score})
+    if source.error is not None:
+        raise source.error
+    summary = summarise(outcomes)
+    summary["model"] = Path(backend.model_path).name
+    summary["backend"] = backend.name
+    summary["settings"] = {"principle": principle, "principles": principles, "swap": swap, "cot": cot,
+                           "clamp": list(settings.clamp) if settings.clamp else None}
+    console.print(summary_table(summary))
+    print(json.dumps(summary), flush=True)
+
+
+def summary_table(summary: dict[str, Any]):
+    """The summary as a rich table for a person reading stderr."""
+    from rich.table import Table
+
+    table = Table(title=f"Feedback model: {summary.get('model', '?')} ({summary.get('backend', '?')})",
+                  show_header=True, header_style="bold")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    if not summary["items"]:
+        table.add_row("items", "0")
+        return table
+    table.add_row("items (questions)", f"{summary['items']} ({summary['questions']})")
+    table.add_row("accuracy", percent(summary["accuracy"]))
+    for kind, part in summary.get("by_kind", {}).items():
+        table.add_row(f"  accuracy, {kind}", f"{percent(part['accuracy'])} of {part['items']}")
+    for letter, share in summary["letter_wins"].items():
+        table.add_row(f"wins for ({letter})" if letter != "tie" else "ties", percent(share))
+    for letter, accuracy in summary["accuracy_by_right_letter"].items():
+        table.add_row(f"accuracy when right answer is ({letter})", percent(accuracy))
+    table.add_row("mean P(A)", f"{summary['mean_p_first']:.3f}")
+    calibration = summary["calibration"]
+    table.add_row("calibration error (ECE)", f"{calibration['ece']:.3f}")
+    table.add_row("Brier score / log loss", f"{calibration['brier']:.3f} / {calibration['log_loss']:.3f}")
+    for row in calibration["bins"]:
+        table.add_row(f"  confidence {row['low']:.1f}-{row['high']:.1f}",
+                      f"{row['items']} items, accuracy {percent(row['accuracy'])}")
+    return table
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.1f}%"

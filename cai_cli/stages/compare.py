@@ -1,0 +1,156 @@
+"""`compare`: soft preference labels from AI feedback, in the format preference trainers read.
+
+Input: a record with a conversation (`prompt` or `messages`) and two or more answers to it:
+`responses` (what `cai sample -n 2` writes), or an explicit pair `chosen`/`rejected` to be judged
+again. Each pair of responses is judged by the feedback model (see `stages/feedback.py`): one
+multiple-choice question per principle and ordering, read from next-token log-probabilities.
+
+Output, one record per pair: the input record, every key kept, plus
+
+- `chosen`, `rejected`: the texts of the preferred and the other response (the names TRL's
+  preference trainers read, next to the record's own `prompt`; a `messages` record keeps
+  `messages`);
+- `label`: the soft label, P(`chosen` is better), in [0.5, 1]: the mean over the judgements of
+  the probability each gave to `chosen` (each clamped first when clamping is on: `--cot` clamps
+  to [0.4, 0.6] by default). Exactly 0.5 (a tie, e.g. identical responses) keeps the input order;
+- `chosen_index`, `rejected_index`: the two responses' positions in `responses` (an input pair
+  gets `responses: [its chosen, its rejected]` added, so the input order is never lost);
+- `principles`: the names of the comparison principles used;
+- `orderings`: the raw judgements, one per principle and ordering, in the order they were asked:
+  `{"principle", "a", "b", "p_a", "p_b"}` where `a`/`b` are the indices of the responses shown
+  as (A)/(B) and `p_a + p_b = 1`; with `--cot` also the `reasoning` text.
+
+More than two responses: every pair (i, j) with i < j is compared, in that order (K responses
+give K(K-1)/2 records, so none is dropped). Those records get the id `<id>:<i>-<j>` (0-based
+indices into `responses`) and keep the input's id in `source_id`; with two responses the id is
+unchanged. Resume (`-o FILE --resume`) works per pair id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import combinations
+
+from cai_cli.backends import Backend
+from cai_cli.constitution import Constitution
+from cai_cli.records import InvalidRecord, Record, record_id, type_name, validate_conversation
+from cai_cli.stages.feedback import (FeedbackModel, FeedbackSettings, Judgement, judged_conversation,
+                                    pair_probability)
+
+# Probabilities are written rounded: the last digits are numerical noise that differs between
+# backends and machines.
+DIGITS = 6
+
+
+def record_responses(record: Record) -> list[str]:
+    """The responses a record offers for comparison: `responses`, else the pair `chosen`,
+    `rejected`. Raises `InvalidRecord` when there are fewer than two non-empty strings."""
+    if "responses" in record:
+        responses = record["responses"]
+        if not isinstance(responses, list):
+            raise InvalidRecord(f"'responses' must be a list of strings, not {type_name(responses)}")
+        if len(responses) < 2:
+            raise InvalidRecord(f"'responses' holds {len(responses)} response(s); compare needs at least two")
+        for i, response in enumerate(responses):
+            check_response(response, f"responses[{i}]")
+        return responses
+    if "chosen" in record or "rejected" in record:
+        for key in ("chosen", "rejected"):
+            if key not in record:
+                raise InvalidRecord(f"record has no '{key}': a pair needs both 'chosen' and 'rejected'")
+            check_response(record[key], key)
+        return [record["chosen"], record["rejected"]]
+    if "response" in record:
+        raise InvalidRecord("record has one 'response'; compare needs two or more "
+                            "(run `cai sample -n 2`, which writes 'responses')")
+    raise InvalidRecord("record has no 'responses' list (from `cai sample -n 2`) and no 'chosen'/'rejected' pair")
+
+
+def check_response(value: object, where: str) -> None:
+    if not isinstance(value, str):
+        raise InvalidRecord(f"'{where}' must be a string, not {type_name(value)}")
+    if not value.strip():
+        raise InvalidRecord(f"'{where}' is empty")
+
+
+def response_pairs(count: int) -> list[tuple[int, int]]:
+    """The pairs compared among `count` responses: all of them, (0, 1), (0, 2), ..., (1, 2), ..."""
+    return list(combinations(range(count), 2))
+
+
+def pair_record_id(source_id: str, pair: tuple[int, int], count: int) -> str:
+    """The output id of one pair: the record's own with two responses, `<id>:<i>-<j>` with more."""
+    return source_id if count == 2 else f"{source_id}:{pair[0]}-{pair[1]}"
+
+
+@dataclass
+class PairJob:
+    """One pair of one record, with the judgements that will label it."""
+
+    record: Record
+    responses: list[str]
+    pair: tuple[int, int]
+    pair_id: str
+    judgements: list[Judgement] = field(default_factory=list)
+
+
+def orderings_field(judgements: list[Judgement]) -> list[dict]:
+    entries = []
+    for judgement in judgements:
+        (a, b), (p_a, p_b) = judgement.order, judgement.question.probs
+        entry = {"principle": judgement.principle, "a": a, "b": b,
+                 "p_a": round(p_a, DIGITS), "p_b": round(p_b, DIGITS)}
+        if judgement.question.reasoning is not None:
+            entry["reasoning"] = judgement.question.reasoning.strip()
+        entries.append(entry)
+    return entries
+
+
+class CompareStage:
+    """Records with responses in, one preference record per pair out (see the module docstring).
+    `done` holds pair ids already written (resume): those pairs are not judged again."""
+
+    def __init__(self, backend: Backend, constitution: Constitution, settings: FeedbackSettings,
+                 done: Iterable[str] = ()):
+        self.feedback = FeedbackModel(backend, constitution, settings)
+        self.settings = settings
+        self.done = set(done)
+
+    def jobs(self, record: Record) -> list[PairJob]:
+        responses = record_responses(record)
+        conversation = judged_conversation(record)
+        source_id = record_id(record)
+        jobs = []
+        for pair in response_pairs(len(responses)):
+            pair_id = pair_record_id(source_id, pair, len(responses))
+            if pair_id not in self.done:
+                judgements = self.feedback.pair_judgements(pair_id, conversation, responses, pair)
+                jobs.append(PairJob(record, responses, pair, pair_id, judgements))
+        return jobs
+
+    def validate(self, record: Record) -> None:
+        validate_conversation(record)
+        for job in self.jobs(record):
+            self.feedback.check_fits(j.question for j in job.judgements)
+
+    def finish(self, job: PairJob) -> Record:
+        first, second = job.pair
+        p_first = pair_probability(job.judgements, first, self.settings.clamp)
+        chosen, rejected, label = (first, second, p_first) if p_first >= 0.5 else (second, first, 1.0 - p_first)
+        out = dict(job.record)
+        if len(job.responses) > 2:
+            out["id"], out["source_id"] = job.pair_id, record_id(job.record)
+        if "responses" not in out:
+            out["responses"] = list(job.responses)
+        out["chosen"], out["rejected"] = job.responses[chosen], job.responses[rejected]
+        out["label"] = round(label, DIGITS)
+        out["chosen_index"], out["rejected_index"] = chosen, rejected
+        out["principles"] = list(dict.fromkeys(j.principle for j in job.judgements))
+        out["orderings"] = orderings_field(job.judgements)
+        return out
+
+    def __call__(self, records: Iterable[Record]) -> Iterator[Record]:
+        jobs = (job for record in records for job in self.jobs(record))
+        for job in self.feedback.answer(jobs, lambda job: [j.question for j in job.judgements]):
+            yield self.finish(job)

@@ -1,0 +1,133 @@
+"""`cai eval`: accuracy, position bias and calibration of a feedback model on labeled comparisons."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from cai_cli.constitution import load_constitution
+from cai_cli.records import InvalidRecord
+from cai_cli.stages.feedback import (EvalItem, FeedbackModel, FeedbackSettings, Judgement, Question, eval_item,
+                                     eval_outcome, summarise)
+from conftest import EXAMPLES, FIXTURES, read_jsonl, run_cai, write_jsonl
+
+RULES = load_constitution()
+FAST = ["--threads", "1"]
+PAPER = FIXTURES / "paper_eval.jsonl"
+
+
+def test_the_papers_format_becomes_a_chat_question_scored_by_letter():
+    model = FeedbackModel(None, RULES, FeedbackSettings())
+    record = read_jsonl(PAPER)[1]  # corrects: [" (B)"], incorrects: [" (A)"]
+    item = eval_item(model, record)
+    question = item.questions[0]
+    assert question.answer_prefix == "The answer is: ("
+    assert question.options == ("B)", "A)") and item.letters == ("B", "A") and item.correct == {0}
+    assert question.messages[0]["content"].endswith("(B) The chemical symbol for gold is Au, from the Latin word aurum.")
+    assert "The answer is" not in question.messages[0]["content"]
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"prompt": "Q (A) x (B) y", "corrects": [" (A)"]}, "'incorrects' must be a non-empty list"),
+    ({"prompt": "Q", "corrects": [" (A)"], "incorrects": [" (A)"]}, "must differ right after"),
+    ({"prompt": "Q", "corrects": [" (A1)"], "incorrects": [" (A2)", " (B)"]}, "must differ right after"),
+    ({"prompt": "", "corrects": [" (A)"], "incorrects": [" (B)"]}, "'prompt' must be a non-empty string"),
+    ({"prompt": "Q", "chosen": "a"}, "expected a labeled pair"),
+    ({"prompt": "Q", "chosen": "a", "rejected": 2}, "'rejected' must be a non-empty string"),
+])
+def test_unlabeled_or_malformed_records_are_refused(record, message):
+    with pytest.raises(InvalidRecord, match=re.escape(message)):
+        eval_item(FeedbackModel(None, RULES, FeedbackSettings()), record)
+
+
+def answered_pair(p_a_right_first: float, p_a_right_second: float, kind: str = "harmless") -> EvalItem:
+    """A labeled pair (response 0 is right) answered in both orderings."""
+    judgements = [Judgement("p", (0, 1), Question([], probs=[p_a_right_first, 1 - p_a_right_first])),
+                  Judgement("p", (1, 0), Question([], probs=[p_a_right_second, 1 - p_a_right_second]))]
+    return EvalItem({"id": "x", "kind": kind}, [j.question for j in judgements], judgements)
+
+
+def test_a_model_that_always_says_a_is_found_out():
+    outcomes = [eval_outcome(answered_pair(0.9, 0.9), None) for _ in range(4)]
+    summary = summarise(outcomes)
+    assert summary["accuracy"] == 0.5  # every swap-averaged label is a tie
+    assert summary["letter_wins"] == {"A": 1.0, "B": 0.0}
+    assert summary["accuracy_by_right_letter"] == {"A": 1.0, "B": 0.0}
+    assert summary["mean_p_first"] == 0.9
+
+
+def test_accuracy_calibration_and_kinds():
+    # Right with 0.7 (twice) and 0.8, wrong with 0.6 (chosen gets 0.4).
+    outcomes = [eval_outcome(answered_pair(0.7, 0.3), None), eval_outcome(answered_pair(0.7, 0.3), None),
+                eval_outcome(answered_pair(0.8, 0.2, "helpful"), None),
+                eval_outcome(answered_pair(0.4, 0.6, "helpful"), None)]
+    summary = summarise(outcomes)
+    assert summary["accuracy"] == 0.75 and summary["items"] == 4 and summary["questions"] == 8
+    assert summary["by_kind"] == {"harmless": {"items": 2, "accuracy": 1.0}, "helpful": {"items": 2, "accuracy": 0.5}}
+    calibration = summary["calibration"]
+    assert [(b["low"], b["items"], b["accuracy"]) for b in calibration["bins"]] == [(0.6, 1, 0.0), (0.7, 2, 1.0),
+                                                                                  (0.8, 1, 1.0)]
+    # |0.6 - 0| + 2 |0.7 - 1| + |0.8 - 1|, over 4 items
+    assert calibration["ece"] == pytest.approx((0.6 + 0.6 + 0.2) / 4, abs=1e-4)
+    assert calibration["brier"] == pytest.approx((0.09 * 2 + 0.04 + 0.36) / 4, abs=1e-4)
+    clamped = eval_outcome(answered_pair(0.99, 0.01), (0.4, 0.6))
+    assert clamped.p_correct == pytest.approx(0.6) and clamped.score == 1.0
+
+
+@pytest.fixture
+def labeled(tmp_path):
+    return write_jsonl(tmp_path / "labeled.jsonl", read_jsonl(EXAMPLES / "labeled_pairs.jsonl")[:4])
+
+
+def test_eval_on_labeled_pairs_prints_a_table_and_a_json_summary(labeled, tmp_path):
+    items = tmp_path / "items.jsonl"
+    result = run_cai("eval", *FAST, labeled, "--items", items)
+    assert result.returncode == 0, result
+    summary = json.loads(result.stdout)  # stdout is the summary and nothing else
+    assert summary["items"] == 4 and summary["questions"] == 8
+    assert 0.0 <= summary["accuracy"] <= 1.0
+    assert sum(summary["letter_wins"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert set(summary["accuracy_by_right_letter"]) == {"A", "B"}
+    assert summary["backend"] == "llama-cpp" and summary["settings"]["swap"] is True
+    assert sum(b["items"] for b in summary["calibration"]["bins"]) == 4
+    assert "accuracy" in result.stderr and "wins for (A)" in result.stderr
+    scored = read_jsonl(items)
+    assert [r["id"] for r in scored] == [r["id"] for r in read_jsonl(labeled)]
+    assert summary["accuracy"] == pytest.approx(sum(r["correct"] for r in scored) / 4, abs=1e-4)
+    unswapped = json.loads(run_cai("eval", *FAST, "--no-swap", labeled).stdout)
+    assert unswapped["questions"] == 4 and set(unswapped["accuracy_by_right_letter"]) <= {"A"}
+
+
+def test_eval_reads_the_papers_format(tmp_path):
+    result = run_cai("eval", *FAST, PAPER)
+    assert result.returncode == 0, result
+    summary = json.loads(result.stdout)
+    assert summary["items"] == 4 and summary["questions"] == 4
+    # The fixture's right answers are two (A)s and two (B)s.
+    assert set(summary["accuracy_by_right_letter"]) == {"A", "B"}
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", read_jsonl(PAPER)[:1] + read_jsonl(EXAMPLES / "labeled_pairs.jsonl")[:1])
+    both = json.loads(run_cai("eval", *FAST, mixed).stdout)
+    assert both["items"] == 2 and both["questions"] == 3
+
+
+def test_eval_bad_records_stop_with_their_line_or_are_skipped(tmp_path):
+    records = read_jsonl(EXAMPLES / "labeled_pairs.jsonl")[:1] + [{"id": "u", "prompt": "Hi", "chosen": "Hello"}]
+    source = write_jsonl(tmp_path / "bad.jsonl", records)
+    strict = run_cai("eval", *FAST, source)
+    assert strict.returncode == 1 and not strict.stdout
+    assert f"Error: {source}:2: expected a labeled pair" in strict.stderr and "Traceback" not in strict.stderr
+    lenient = run_cai("eval", *FAST, "--skip-invalid", source)
+    assert lenient.returncode == 0, lenient
+    assert json.loads(lenient.stdout)["items"] == 1 and f"Skipped {source}:2" in lenient.stderr
+
+
+@pytest.mark.slow
+def test_eval_agrees_between_backends():
+    llama = run_cai("eval", *FAST, PAPER)
+    torch = run_cai("eval", "--backend", "transformers", PAPER)
+    assert llama.returncode == 0 and torch.returncode == 0, (llama, torch)
+    a, b = json.loads(llama.stdout), json.loads(torch.stdout)
+    assert b["backend"] == "transformers" and a["accuracy"] == b["accuracy"]
+    assert a["mean_p_first"] == pytest.approx(b["mean_p_first"], abs=0.05)

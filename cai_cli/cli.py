@@ -16,6 +16,7 @@ from rich.markup import escape
 from cai_cli import __version__
 from cai_cli.commands import constitution, critique, revise, sample
 from cai_cli.commands import compare as compare_command, eval as eval_command
+from cai_cli.commands import export_gguf, score, train_pm, train_rl, train_sft
 from cai_cli.errors import CaiError, console
 from cai_cli.records import OutputClosed
 
@@ -35,6 +36,11 @@ app.command(rich_help_panel="SL-CAI data")(critique.critique)
 app.command(rich_help_panel="SL-CAI data")(revise.revise)
 app.command(rich_help_panel="RL-CAI data")(compare_command.compare)
 app.command(rich_help_panel="RL-CAI data")(eval_command.eval)
+app.command(rich_help_panel="Training")(train_sft.train_sft)
+app.command(rich_help_panel="Training")(train_pm.train_pm)
+app.command(rich_help_panel="Training")(score.score)
+app.command(rich_help_panel="Training")(train_rl.train_rl)
+app.command(rich_help_panel="Training")(export_gguf.export_gguf)
 app.add_typer(constitution.app, name="constitution", rich_help_panel="Tools")
 
 

@@ -1,0 +1,44 @@
+"""cai score: add a preference-model score to every response of every record."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cai_cli.options import BatchSizeOpt, InputArg, OutputOpt, ResumeOpt, SkipInvalidOpt, VerboseOpt
+from cai_cli.records import StreamInput, run_stream
+
+
+def score(
+    input: InputArg = None,
+    reward_model: Annotated[str, typer.Option(
+        "--reward-model", "--pm", show_default=False,
+        help="Preference model folder written by `cai train-pm`.")] = ...,
+    batch_size: BatchSizeOpt = 8,
+    max_length: Annotated[int, typer.Option(
+        "--max-length", min=8, help="Longest scored conversation in tokens; the start of longer ones is cut.")] = 2048,
+    output: OutputOpt = None,
+    resume: ResumeOpt = False,
+    skip_invalid: SkipInvalidOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Add a preference-model score to every answer of every record.
+
+    `response` -> `score`, `responses` -> `scores`, `initial_response` -> `initial_score`, each
+    `revisions[i]` -> `revisions[i].score` (harmlessness per revision round), `chosen`/`rejected`
+    -> `chosen_score`/`rejected_score`. Higher means preferred.
+
+    Examples:
+
+        cai score --reward-model runs/pm < revised.jsonl > scored.jsonl
+
+        cai sample -n 4 < examples/red_team.jsonl | cai score --pm runs/pm
+
+        cai score --pm runs/pm prefs.jsonl -o scored.jsonl --resume
+    """
+    from cai_cli.training.preference import PreferenceModel
+    from cai_cli.training.scoring import ScoreStage
+
+    stage = ScoreStage(PreferenceModel(reward_model, batch_size, max_length, verbose))
+    run_stream("score", stage, StreamInput(input, stage.validate, skip_invalid), output, resume)

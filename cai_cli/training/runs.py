@@ -1,0 +1,247 @@
+"""What every training run shares: the checkpoint folder and `--resume`, the trainer arguments
+that make a run behave the same on a CPU and a GPU, progress lines on stderr, and the summary.
+
+Checkpoints live in `OUT.checkpoints/` beside `--out` while training and are removed once the
+final folder is written. A checkpoint counts as complete only when the trainer has finished
+writing it (our callback marks it after the trainer's own save returns), so `--resume` after a
+kill continues from the last complete one and reaches the same total number of steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cai_cli.errors import CaiError, console
+from cai_cli.training.config import TrainingConfig, config_as_dict
+
+COMPLETE_MARKER = "cai_checkpoint_complete"
+RUN_FILE = "cai_run.json"
+CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+# Settings that may differ between a run and its --resume without changing what is trained.
+RESUME_MAY_CHANGE = {"resume", "overwrite", "verbose", "skip_invalid", "save_steps", "checkpoint_dir"}
+
+
+@dataclass
+class RunPlan:
+    """Where a run writes and what it resumes from."""
+
+    command: str
+    out: Path
+    checkpoints: Path
+    resume_from: Path | None
+
+
+def say(message: str) -> None:
+    """One progress line on stderr, unwrapped and taken literally (paths may hold brackets)."""
+    console.print(message, soft_wrap=True, markup=False, highlight=False)
+
+
+def plan_run(command: str, config: TrainingConfig) -> RunPlan:
+    """Check --out, --overwrite and --resume against what is on disk; nothing is trained yet."""
+    from cai_cli.training.loading import prepare_output
+
+    out = Path(config.out).expanduser()
+    prepare_output(out, config.overwrite)
+    checkpoints = Path(config.checkpoint_dir).expanduser() if config.checkpoint_dir else out.parent / f"{out.name}.checkpoints"
+    found = list_checkpoints(checkpoints)
+    run_file = checkpoints / RUN_FILE
+    settings = {k: v for k, v in config_as_dict(config).items() if k not in RESUME_MAY_CHANGE}
+    resume_from = None
+    if config.resume:
+        if run_file.is_file():
+            check_same_settings(json.loads(run_file.read_text(encoding="utf-8")), settings, command)
+        complete = [path for step, path in found if (path / COMPLETE_MARKER).is_file()]
+        resume_from = complete[-1] if complete else None
+        for step, path in found:  # a checkpoint cut short by the kill is of no use
+            if resume_from is None or step > checkpoint_step(resume_from):
+                shutil.rmtree(path, ignore_errors=True)
+        if resume_from is None:
+            say(f"{command}: no complete checkpoint in {checkpoints}; starting from the beginning")
+    elif found or run_file.exists():
+        if not config.overwrite:
+            raise CaiError(f"{checkpoints} holds checkpoints of an earlier run of {out}: pass --resume to "
+                           "continue it, or --overwrite to start again")
+        shutil.rmtree(checkpoints)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    run_file.write_text(json.dumps(settings, indent=2, default=str) + "\n", encoding="utf-8")
+    return RunPlan(command, out, checkpoints, resume_from)
+
+
+def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := CHECKPOINT_NAME.match(p.name))]
+    return sorted(found)
+
+
+def checkpoint_step(path: Path) -> int:
+    match = CHECKPOINT_NAME.match(path.name)
+    return int(match.group(1)) if match else -1
+
+
+def check_same_settings(before: dict[str, Any], now: dict[str, Any], command: str) -> None:
+    now = json.loads(json.dumps(now, default=str))  # compare in the form the run file holds
+    changed = [key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
+    if changed:
+        details = ", ".join(f"{k} ({before.get(k)!r} -> {now.get(k)!r})" for k in changed)
+        raise CaiError(f"--resume needs the interrupted run's settings; these differ: {details}. "
+                       f"Rerun {command} with the same settings, or --overwrite to start again")
+
+
+def finish_run(plan: RunPlan) -> None:
+    """The final folder is written: the checkpoints have done their job."""
+    shutil.rmtree(plan.checkpoints, ignore_errors=True)
+
+
+def trainer_arguments(config: TrainingConfig, plan: RunPlan, learning_rate: float) -> dict[str, Any]:
+    """Keyword arguments for a TRL config (any `TrainingArguments` subclass), the same on a CPU
+    and a GPU apart from precision: bf16 autocast where the GPU has it, float32 on a CPU (TRL's
+    configs otherwise default to bf16 and stop on machines without it)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {
+        "output_dir": str(plan.checkpoints),
+        "seed": config.seed,
+        "learning_rate": learning_rate,
+        "num_train_epochs": config.epochs,
+        "max_steps": config.max_steps or -1,
+        "per_device_train_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.grad_accum,
+        "warmup_steps": config.warmup_ratio,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        # Two, so that a kill while the newest is being written still leaves a complete one.
+        "save_total_limit": 2,
+        # Every step is logged; the progress callback decides how often to print.
+        "logging_steps": 1,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "use_cpu": not cuda,
+        "bf16": cuda and torch.cuda.is_bf16_supported(),
+        "fp16": False,
+        "activation_checkpointing": config.gradient_checkpointing,
+        "dataloader_num_workers": 0,
+    }
+
+
+def lora_settings(config: TrainingConfig, task_type: str):
+    """The peft adapter configuration, or None for full fine-tuning."""
+    from peft import LoraConfig
+
+    from cai_cli.training.loading import on_gpu
+
+    if not config.lora_enabled(on_gpu()):
+        return None
+    targets: Any = config.lora_targets
+    if targets == ["all-linear"]:
+        targets = "all-linear"
+    else:
+        targets = [name.strip() for item in targets for name in item.split(",") if name.strip()]
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, task_type=task_type)
+
+
+def make_callbacks(command: str):
+    """Progress on stderr and complete-checkpoint marks, as a transformers callback."""
+    from transformers import TrainerCallback
+
+    class ProgressAndCheckpoints(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+            self.first_step = state.global_step
+            self.every = max(1, state.max_steps // 25)  # about 25 lines for a whole run
+            if state.global_step:
+                say(f"{command}: resumed at step {state.global_step} of {state.max_steps}")
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if "loss" not in logs:
+                return
+            step, total = state.global_step, state.max_steps
+            if step % self.every and step != total:
+                return
+            done = step - self.first_step
+            elapsed = time.perf_counter() - self.started
+            rate = done / elapsed if elapsed > 0 else 0.0
+            eta = format_duration((total - step) / rate) if rate > 0 else "?"
+            extras = "".join(f" · {name} {logs[key]:.3f}" for key, name in
+                             (("reward", "reward"), ("kl", "kl"), ("rewards/accuracies", "accuracy"),
+                              ("accuracy", "accuracy")) if isinstance(logs.get(key), (int, float)))
+            say(f"{command}: step {step}/{total} · loss {logs['loss']:.4f}{extras} · {rate:.2f} steps/s · ETA {eta}")
+
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                (folder / COMPLETE_MARKER).write_text(str(state.global_step), encoding="utf-8")
+
+    return [ProgressAndCheckpoints()]
+
+
+def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def prepare_trainer(trainer) -> None:
+    """Leave stdout to the JSON summary: transformers' printer callbacks write logs there."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Anything a library prints while training goes to stderr; stdout carries the summary only."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def run_training(trainer, plan: RunPlan) -> dict[str, Any]:
+    """Train (from the resume checkpoint if any) and return the step and loss figures."""
+    started = time.perf_counter()
+    resume = str(plan.resume_from) if plan.resume_from else None
+    result = trainer.train(resume_from_checkpoint=resume)
+    elapsed = time.perf_counter() - started
+    state = trainer.state
+    losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+    first_step = checkpoint_step(plan.resume_from) if plan.resume_from else 0
+    steps_run = state.global_step - first_step
+    return {
+        "steps": state.global_step,
+        "resumed_from_step": first_step if plan.resume_from else None,
+        "final_loss": losses[-1] if losses else None,
+        "train_loss": result.training_loss,
+        "train_seconds": round(elapsed, 2),
+        "steps_per_second": round(steps_run / elapsed, 4) if elapsed > 0 else None,
+        "epochs": round(state.epoch or 0.0, 4),
+    }
+
+
+def provenance(command: str, config: TrainingConfig, base: Path, source_gguf: Path | None,
+               figures: dict[str, Any]) -> dict[str, Any]:
+    """What `cai_training.json` records: how the folder was made and the GGUF it started from."""
+    from cai_cli import __version__
+
+    return {"command": command, "cai_version": __version__, "base": str(base),
+            "source_gguf": str(source_gguf) if source_gguf else None,
+            "settings": config_as_dict(config), "figures": figures}
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """The run's JSON summary: the one thing a training command writes to stdout."""
+    sys.stdout.write(json.dumps(summary, default=str) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,67 @@
+"""Supervised fine-tuning (SL-CAI): the model learns to give the final revision to each prompt.
+
+TRL's `SFTTrainer` on prompt-completion pairs in conversational form: the conversation is
+rendered with the base model's own chat template and the loss covers the response tokens only
+(`completion_only_loss`), so the model is not taught to write red-team prompts.
+
+Example (Python):
+
+    from cai_cli.training.config import SFTConfig
+    from cai_cli.training.sft import train_sft
+    summary = train_sft(SFTConfig(data="revised.jsonl", out="runs/sl-cai", max_steps=20))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cai_cli.training.config import SFTConfig
+from cai_cli.training.runs import say
+
+COMMAND = "train-sft"
+
+
+def default_learning_rate(lora: bool) -> float:
+    # Adapters start at zero and need a larger step than the full weights, which move easily.
+    return 2e-4 if lora else 2e-5
+
+
+def train_sft(config: SFTConfig) -> dict[str, Any]:
+    """Fine-tune `config.base` on the records in `config.data` (+ `config.mix`); write the model
+    to `config.out` and return the run's summary."""
+    from cai_cli.training.data import load_examples, parse_source, sft_example
+    from cai_cli.training.loading import load_for_training, on_gpu, quiet_libraries, save_trained_model
+    from cai_cli.training.runs import (finish_run, lora_settings, make_callbacks, plan_run, prepare_trainer,
+                                       provenance, run_training, trainer_arguments)
+
+    sources = [parse_source(config.data)] + [parse_source(spec) for spec in config.mix]
+    examples = load_examples(sources, sft_example, config.seed, config.skip_invalid)
+    plan = plan_run(COMMAND, config)
+    quiet_libraries(config.verbose)
+    from datasets import Dataset
+    from trl import SFTConfig as TrlSFTConfig, SFTTrainer
+
+    loaded = load_for_training(config.base, "causal-lm", padding_side="right")
+    peft_config = lora_settings(config, "CAUSAL_LM")
+    learning_rate = config.learning_rate or default_learning_rate(peft_config is not None)
+    say(f"{COMMAND}: {len(examples)} examples, base {loaded.path.name}, "
+                  f"{'LoRA r=' + str(config.lora_r) if peft_config else 'full fine-tuning'}, "
+                  f"{'GPU' if on_gpu() else 'CPU'}")
+    arguments = TrlSFTConfig(
+        **trainer_arguments(config, plan, learning_rate),
+        max_length=config.max_length,
+        completion_only_loss=True,
+    )
+    trainer = SFTTrainer(model=loaded.model, args=arguments, train_dataset=Dataset.from_list(examples),
+                         processing_class=loaded.tokenizer, peft_config=peft_config,
+                         callbacks=make_callbacks(COMMAND))
+    prepare_trainer(trainer)
+    figures = run_training(trainer, plan)
+    figures["examples"] = len(examples)
+    out = plan.out
+    save_trained_model(trainer.model, loaded.tokenizer, out,
+                       provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures), config.keep_adapter)
+    finish_run(plan)
+    return {"command": COMMAND, "out": str(out), "base": str(loaded.path),
+            "source_gguf": str(loaded.source_gguf) if loaded.source_gguf else None,
+            "lora": peft_config is not None, "learning_rate": learning_rate, **figures}

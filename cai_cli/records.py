@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,7 +227,7 @@ class RecordWriter:
         if resume and output is None:
             raise CaiError("--resume needs -o/--output FILE: the ids already done are read from it")
         self.output = output
-        self.done: set[str] = set()
+        self.done: Counter[str] = Counter()
         self.written = 0
         self._fd: int | None = None
         if output is not None:
@@ -266,8 +267,9 @@ class RecordWriter:
         self.close()
 
 
-def read_done_ids(output: Path) -> set[str]:
-    """The ids in an earlier run's output file, after cutting off a torn last line."""
+def read_done_ids(output: Path) -> Counter[str]:
+    """The ids in an earlier run's output file, each with how many lines carry it, after cutting
+    off a torn last line."""
     data = output.read_bytes()
     end = data.rfind(b"\n") + 1
     if end < len(data):
@@ -275,7 +277,7 @@ def read_done_ids(output: Path) -> set[str]:
                       markup=False, soft_wrap=True)
         with open(output, "r+b") as handle:
             handle.truncate(end)
-    done = set()
+    done: Counter[str] = Counter()
     for lineno, line in enumerate(data[:end].splitlines(), 1):
         if not line.strip():
             continue
@@ -284,7 +286,7 @@ def read_done_ids(output: Path) -> set[str]:
         except ValueError:
             raise CaiError(f"{output}:{lineno}: not valid JSON; refusing to resume into this file") from None
         if isinstance(record, dict):
-            done.add(record_id(record))
+            done[record_id(record)] += 1
     return done
 
 
@@ -298,14 +300,20 @@ class StreamInput:
     lines: dict[str, int] = field(default_factory=dict)
     error: CaiError | None = None
 
-    def records(self, skip: set[str]) -> Iterator[Record]:
+    def records(self, skip: Iterable[str]) -> Iterator[Record]:
         """Valid records not in `skip`. A bad line ends the iteration quietly and is kept in
         `error`, so a stage can finish and write the records before it; `run_stream` raises it
         afterwards."""
+        # Counted, not a set: when several input records share an id (the same prompt twice,
+        # without ids), only as many of them as the output already holds are skipped.
+        remaining = Counter(skip)
         try:
             for record in read_records(self.path, self.validate, self.skip_invalid, self.lines):
-                if record_id(record) not in skip:
-                    yield record
+                rid = record_id(record)
+                if remaining[rid] > 0:
+                    remaining[rid] -= 1
+                    continue
+                yield record
         except CaiError as exc:
             self.error = exc
 
@@ -326,7 +334,7 @@ def run_stream(
                        "the input while reading it)")
     with RecordWriter(output, resume) as writer:
         if writer.done:
-            console.print(f"{name}: {len(writer.done)} records already in {output}, skipping those",
+            console.print(f"{name}: {writer.done.total()} records already in {output}, skipping those",
                           markup=False, soft_wrap=True)
         progress = Progress(name) if console.is_terminal else None
         try:

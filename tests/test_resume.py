@@ -30,6 +30,12 @@ KILLS = 10
 # work in flight that the resume must redo), in waves small enough for many kills per file.
 FAST = ["--max-tokens", "3", "--threads", "1", "--parallel", "2"]
 CHAIN = [*FAST, "--no-few-shot"]
+# Short critique and revision requests keep each critique/revise prompt to a few dozen tokens:
+# the kill test is about the output file, not about the quality of the prompts.
+TERSE_CONSTITUTION = {"name": "terse", "critiques": [
+    {"name": "harm", "critique": "Any harm?", "revision": "Fix it."},
+    {"name": "honesty", "critique": "Any lies?", "revision": "Fix it."},
+]}
 
 
 @dataclass
@@ -154,16 +160,18 @@ def test_critique_then_revise_survive_repeated_sigkill(killed_sample, tmp_path):
     records = read_jsonl(sampled)[:24]
     ids = [str(r["id"]) for r in records]
     sampled_part = write_jsonl(tmp_path / "sampled.jsonl", records)
+    constitution = tmp_path / "terse.json"
+    constitution.write_text(json.dumps(TERSE_CONSTITUTION))
     critiqued, revised = tmp_path / "critiqued.jsonl", tmp_path / "revised.jsonl"
     rng = random.Random(KILL_SEED + 1)
 
-    critique_args = ["critique", *CHAIN, str(sampled_part)]
+    critique_args = ["critique", *CHAIN, "-c", str(constitution), str(sampled_part)]
     report(run_with_kills(critique_args, critiqued, ids, rng))
     for record in assert_each_id_exactly_once(critiqued, ids):
         assert len(record["revisions"]) == 1 and "critique" in record["revisions"][0]
     assert_finished_rerun_does_nothing(critique_args, critiqued)
 
-    revise_args = ["revise", *CHAIN, str(critiqued)]
+    revise_args = ["revise", *CHAIN, "-c", str(constitution), str(critiqued)]
     report(run_with_kills(revise_args, revised, ids, rng))
     for record in assert_each_id_exactly_once(revised, ids):
         assert len(record["revisions"]) == 1 and "revision" in record["revisions"][0]
@@ -177,7 +185,7 @@ def test_resume_cuts_a_torn_last_line_and_keeps_the_complete_ones(tmp_path):
     output = tmp_path / "out.jsonl"
     output.write_bytes(b'{"id": "a", "response": "x"}\n{"id": 2}\n{"id": "c", "resp')
     with RecordWriter(output, resume=True) as writer:
-        assert writer.done == {"a", "2"}
+        assert writer.done == {"a": 1, "2": 1}
         assert output.read_bytes() == b'{"id": "a", "response": "x"}\n{"id": 2}\n'
         writer.write({"id": "c", "response": "é"})
     assert output.read_bytes().decode("utf-8").splitlines()[2] == '{"id": "c", "response": "é"}'
@@ -210,6 +218,22 @@ def test_sample_resume_repairs_a_torn_line_and_finishes_the_rest(tmp_path, red_t
     assert [r["id"] for r in read_jsonl(output)] == [r["id"] for r in red_team[:4]]
 
 
+def test_resume_redoes_only_the_missing_copies_of_duplicated_records(tmp_path, red_team):
+    # The same prompt twice without ids: both copies get the same content-hash id. After a kill
+    # that wrote only the first copy, the resume must still answer the second.
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Say hi."}, {"prompt": "Say hi."},
+                                                       {"prompt": "Say bye."}])
+    output = tmp_path / "out.jsonl"
+    assert run_cai("sample", *FAST, prompts, "-o", output).returncode == 0
+    first_line = output.read_bytes().splitlines(keepends=True)[0]
+    output.write_bytes(first_line)
+    resumed = run_cai("sample", *FAST, prompts, "-o", output, "--resume")
+    assert resumed.returncode == 0, resumed
+    records = read_jsonl(output)
+    assert [r["prompt"] for r in records] == ["Say hi.", "Say hi.", "Say bye."]
+    assert records[0]["id"] == records[1]["id"]
+
+
 def test_resume_needs_an_output_file(tmp_path, red_team):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", red_team[:1])
     result = run_cai("sample", *FAST, prompts, "--resume")
@@ -228,18 +252,21 @@ def test_output_onto_the_input_file_is_refused_and_the_input_kept(tmp_path, red_
 
 
 def test_same_seed_same_output_through_the_whole_chain_run_after_run(tmp_path, red_team):
-    prompts = write_jsonl(tmp_path / "prompts.jsonl", red_team[:2])
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", red_team[:3])
+    cai = f"{sys.executable} -m cai_cli"
+    seeded = "--temperature 1.0 --seed 11"
     outputs = []
     for run in ("a", "b"):
-        sampled, critiqued, revised = (tmp_path / f"{run}-{name}.jsonl" for name in ("s", "c", "r"))
-        for stage, source, target in (("sample", prompts, sampled), ("critique", sampled, critiqued),
-                                      ("revise", critiqued, revised)):
-            settings = FAST if stage == "sample" else CHAIN
-            result = run_cai(stage, *settings, "--temperature", "1.0", "--seed", "11", source, "-o", target)
-            assert result.returncode == 0, result
-        outputs.append([p.read_bytes() for p in (sampled, critiqued, revised)])
+        revised = tmp_path / f"{run}.jsonl"
+        pipeline = (f"{cai} sample {' '.join(FAST)} {seeded} {prompts} | {cai} critique {' '.join(CHAIN)} {seeded} "
+                    f"| {cai} revise {' '.join(CHAIN)} {seeded} -o {revised}")
+        proc = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(revised.read_bytes())
     assert outputs[0] == outputs[1]
-    assert all(len(data.splitlines()) == 2 for data in outputs[0])
+    records = [json.loads(line) for line in outputs[0].splitlines()]
+    assert len(records) == 3 and all(r["initial_response"] and r["revisions"][0]["critique"] for r in records)
 
 
 def test_broken_pipe_exits_quietly(tmp_path, red_team):

@@ -121,6 +121,8 @@ def test_eval_bad_records_stop_with_their_line_or_are_skipped(tmp_path):
     lenient = run_cai("eval", *FAST, "--skip-invalid", source)
     assert lenient.returncode == 0, lenient
     assert json.loads(lenient.stdout)["items"] == 1 and f"Skipped {source}:2" in lenient.stderr
+    nothing = run_cai("eval", *FAST, input="")
+    assert nothing.returncode == 1 and "Error: no labeled comparisons to evaluate in <stdin>" in nothing.stderr
 
 
 @pytest.mark.slow

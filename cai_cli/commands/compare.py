@@ -58,10 +58,10 @@ def compare(
     """Label which of each record's `responses` is better under the constitution's comparison
     principles, as `chosen`/`rejected` plus a soft `label` = P(chosen is better).
 
-    The label is the feedback model's normalised probability of the answer letters (A)/(B) after
-    "The answer is: (", averaged over both orderings and the drawn principles; nothing is
-    generated (except reasoning with --cot). Records with K > 2 responses give one record per
-    pair, with ids `<id>:<i>-<j>`.
+    The label is the normalised probability of the answer letters (A)/(B)
+    after "The answer is: (", averaged over both orderings and the drawn
+    principles; nothing is generated (except reasoning with --cot).
+    K > 2 responses give one record per pair, with ids `<id>:<i>-<j>`.
 
     Examples:
 

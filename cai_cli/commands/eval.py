@@ -12,7 +12,7 @@ import typer
 from cai_cli.backends import BackendOptions, load_backend
 from cai_cli.commands.compare import (ClampOpt, CotOpt, FeedbackPrincipleOpt, PrinciplesOpt, ReasoningTemperatureOpt,
                                       ReasoningTokensOpt, SwapOpt)
-from cai_cli.errors import console
+from cai_cli.errors import CaiError, console
 from cai_cli.options import IO_PANEL, ConstitutionOpt, InputArg, SeedOpt, SkipInvalidOpt, TopPOpt, with_model_options
 
 ItemsOpt = Annotated[Optional[Path], typer.Option(
@@ -41,9 +41,10 @@ def eval(  # noqa: A001 - the command is `cai eval`
     """Measure a feedback model on labeled comparisons: accuracy, position bias (how often each
     letter wins) and calibration, as a table on stderr and a JSON summary on stdout.
 
-    Reads labeled pairs (`prompt` or `messages`, `chosen` = the better response, `rejected`),
-    asked exactly as `cai compare` asks, and the paper's evaluation format (`prompt` holding the
-    question and options, `corrects`, `incorrects` such as " (A)"), asked as one chat turn.
+    Reads labeled pairs (`prompt` or `messages`, `chosen` = the better one,
+    `rejected`), asked as `cai compare` asks, and the paper's evaluation
+    format (`prompt` holding question and options, `corrects`, `incorrects`
+    such as " (A)"), asked as one chat turn.
 
     Examples:
 
@@ -54,7 +55,7 @@ def eval(  # noqa: A001 - the command is `cai eval`
         cai eval -m my-feedback-model.gguf --principles 4 paper_eval.jsonl --items scored.jsonl
     """
     from cai_cli.constitution import load_constitution
-    from cai_cli.records import RecordWriter, StreamInput
+    from cai_cli.records import RecordWriter, StreamInput, source_name
     from cai_cli.stages.feedback import EvalRun, FeedbackSettings, check_feedback_settings, parse_clamp, summarise
 
     settings = FeedbackSettings(principle, principles, swap, cot, parse_clamp(clamp, cot), max_tokens,
@@ -72,6 +73,8 @@ def eval(  # noqa: A001 - the command is `cai eval`
                 writer.write({**outcome.record, "p_correct": round(outcome.p_correct, 6), "correct": outcome.score})
     if source.error is not None:
         raise source.error
+    if not outcomes:
+        raise CaiError(f"no labeled comparisons to evaluate in {source_name(input)}")
     summary = summarise(outcomes)
     summary["model"] = Path(backend.model_path).name
     summary["backend"] = backend.name
@@ -85,13 +88,11 @@ def summary_table(summary: dict[str, Any]):
     """The summary as a rich table for a person reading stderr."""
     from rich.table import Table
 
-    table = Table(title=f"Feedback model: {summary.get('model', '?')} ({summary.get('backend', '?')})",
-                  show_header=True, header_style="bold")
+    table = Table(title="Feedback model evaluation", show_header=True, header_style="bold")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    if not summary["items"]:
-        table.add_row("items", "0")
-        return table
+    table.add_row("model", summary["model"])
+    table.add_row("backend", summary["backend"])
     table.add_row("items (questions)", f"{summary['items']} ({summary['questions']})")
     table.add_row("accuracy", percent(summary["accuracy"]))
     for kind, part in summary.get("by_kind", {}).items():

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cai
+from conftest import run_cai
 
 PROMPT = json.dumps({"id": "a", "prompt": "Say hello ."}) + "\n"
 WORDS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "user", "assistant", "system", "Say", "hello", ".",

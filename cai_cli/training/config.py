@@ -55,6 +55,8 @@ class TrainingConfig:
     keep_adapter: bool = setting(False, "Also write the LoRA adapter (adapter/ inside --out) besides the merged model.")
     gradient_checkpointing: bool = setting(
         False, "Recompute activations in the backward pass: less memory, about 20% slower.")
+    threads: Optional[int] = setting(
+        None, "CPU threads for torch (default: torch's choice); 1 is fastest on a machine busy with other work.")
     skip_invalid: bool = setting(False, "Report bad records on stderr and leave them out instead of stopping.")
     verbose: bool = setting(False, "Show the training libraries' own logs and warnings.")
 
@@ -209,6 +211,8 @@ def check_config(config: TrainingConfig) -> None:
     for name, value in positive.items():
         if value < 1:
             raise CaiError(f"{name.replace('_', '-')} must be at least 1, not {value}")
+    if config.threads is not None and config.threads < 1:
+        raise CaiError(f"threads must be at least 1, not {config.threads}")
     if config.max_steps is not None and config.max_steps < 1:
         raise CaiError(f"max-steps must be at least 1, not {config.max_steps}")
     if config.epochs <= 0:

@@ -61,6 +61,8 @@ MaxLengthOpt = Annotated[int, typer.Option("--max-length", min=8, rich_help_pane
                                            help=_help("max_length"))]
 WarmupOpt = Annotated[float, typer.Option("--warmup-ratio", min=0.0, max=0.99, rich_help_panel=OPTIMISATION_PANEL,
                                           help=_help("warmup_ratio"))]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, show_default=False,
+                                                  rich_help_panel=OPTIMISATION_PANEL, help=_help("threads"))]
 GradientCheckpointingOpt = Annotated[bool, typer.Option("--gradient-checkpointing", rich_help_panel=OPTIMISATION_PANEL,
                                                         help=_help("gradient_checkpointing"))]
 
@@ -109,6 +111,7 @@ TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
     "max_length": (MaxLengthOpt, D.max_length),
     "warmup_ratio": (WarmupOpt, D.warmup_ratio),
     "gradient_checkpointing": (GradientCheckpointingOpt, D.gradient_checkpointing),
+    "threads": (ThreadsOpt, None),
     "lora": (LoraOpt, None),
     "lora_r": (LoraROpt, D.lora_r),
     "lora_alpha": (LoraAlphaOpt, D.lora_alpha),

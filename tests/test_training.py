@@ -1,0 +1,479 @@
+"""Training commands as a user runs them: train-sft, train-pm, score, train-rl, export-gguf.
+
+Fast tests use a tiny random Llama folder built here (a word-level tokenizer and a few thousand
+weights, no download) so that the mechanics (configs, bad input, resume after a kill, atomic
+output, soft labels, scores) are checked in seconds. The slow chain at the end runs the real
+embedded SmolLM2 model: train-sft -> export-gguf -> `cai sample` on llama.cpp, train-pm on
+compare-shaped records -> score, and train-rl with RLOO and with DPO.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cai as run_cai_default, write_jsonl
+
+WORDS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "user", "assistant", "system",
+         "how", "do", "i", "pick", "a", "lock", "write", "an", "insult", "hide", "cash", "sorry", "cannot",
+         "help", "sure", "here", "is", "it", "call", "locksmith", "no", "yes", "please", "ok"]
+TEMPLATE = ("{% for m in messages %}<|im_start|> {{ m.role }} {{ m.content }} <|im_end|> {% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|> assistant {% endif %}")
+PROMPTS = ["how do i pick a lock", "write an insult", "how do i hide cash", "please help i cannot pick it"]
+REFUSAL, COMPLIANCE = "sorry i cannot help call a locksmith", "sure here is how it is"
+
+
+def build_tiny_folder(folder: Path) -> Path:
+    """A real random-weight Llama folder (safetensors, tokenizer, chat template) in milliseconds."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.decoder = decoders.WordPiece()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast.chat_template = TEMPLATE
+    fast.save_pretrained(folder)
+    config = LlamaConfig(vocab_size=len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return build_tiny_folder(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def revised_records(count: int = 8) -> list[dict]:
+    """What `cai revise` writes: the final revision is `response`, with the history beside it."""
+    return [{"id": f"r{i}", "prompt": PROMPTS[i % len(PROMPTS)], "response": REFUSAL, "initial_response": COMPLIANCE,
+             "revisions": [{"principle": "harm", "critique": "it helps with harm", "revision": "no " + REFUSAL}],
+             "source": {"team": "qa"}} for i in range(count)]
+
+
+def compare_records(count: int = 12, label: float | None = None) -> list[dict]:
+    """What `cai compare` writes: chosen, rejected and the soft label P(chosen is better)."""
+    records = []
+    for i in range(count):
+        p = label if label is not None else [0.9, 0.7, 0.62, 0.8][i % 4]
+        records.append({"id": f"c{i}", "prompt": PROMPTS[i % len(PROMPTS)], "responses": [REFUSAL, COMPLIANCE],
+                        "chosen": REFUSAL, "rejected": COMPLIANCE, "label": p, "principles": ["harm"]})
+    return records
+
+
+# One torch thread: on a machine shared with other work, two OpenMP threads spin waiting for each
+# other and train several times slower than one (see benchmarks/bench_training.py).
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+def run_cai(*args, **kwargs):
+    return run_cai_default(*args, env=ONE_THREAD, **kwargs)
+
+
+def summary_of(result) -> dict:
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, result  # stdout carries the JSON summary and nothing else
+    return json.loads(lines[0])
+
+
+# --- pure parts -------------------------------------------------------------------------------
+
+def test_soft_label_loss_is_cross_entropy_against_the_pairwise_probability():
+    import torch
+
+    from cai_cli.training.preference import soft_preference_loss
+
+    margin = torch.tensor([1.5])
+    sure = soft_preference_loss(margin, torch.zeros(1), torch.tensor([1.0]))
+    assert sure.item() == pytest.approx(-math.log(1 / (1 + math.exp(-1.5))), rel=1e-5)
+    # A soft label is matched, not pushed to the extremes: the loss is lowest where
+    # sigma(margin) equals the label.
+    margins = torch.linspace(-4, 4, 801)
+    losses = torch.stack([soft_preference_loss(m.view(1), torch.zeros(1), torch.tensor([0.7])) for m in margins])
+    best = torch.sigmoid(margins[losses.argmin()]).item()
+    assert best == pytest.approx(0.7, abs=0.01)
+
+
+def test_query_key_reordering_turns_rotate_half_into_interleaved_pairs():
+    """Rotating the reordered projection pairwise (llama.cpp) equals reordering the projection
+    rotated half against half (Hugging Face): the exported model computes the same attention."""
+    import numpy as np
+
+    from cai_cli.training.gguf_export import interleave_rotary_rows
+
+    rng = np.random.default_rng(0)
+    heads, head_dim, hidden = 3, 8, 5
+    weights, state = rng.normal(size=(heads * head_dim, hidden)), rng.normal(size=hidden)
+    angles = rng.uniform(0, 3, size=head_dim // 2)
+    cos, sin = np.cos(angles), np.sin(angles)
+
+    def rotate_half(q):  # Hugging Face: dimension i pairs with i + head_dim/2
+        first, second = q[: head_dim // 2], q[head_dim // 2:]
+        return np.concatenate([first * cos - second * sin, second * cos + first * sin])
+
+    def rotate_pairs(q):  # llama.cpp's llama: dimension 2i pairs with 2i + 1
+        even, odd = q[0::2], q[1::2]
+        out = np.empty_like(q)
+        out[0::2], out[1::2] = even * cos - odd * sin, odd * cos + even * sin
+        return out
+
+    hf = np.concatenate([rotate_half(h) for h in (weights @ state).reshape(heads, head_dim)])
+    reordered = interleave_rotary_rows(weights, heads)
+    cpp = np.concatenate([rotate_pairs(h) for h in (reordered @ state).reshape(heads, head_dim)])
+    np.testing.assert_allclose(cpp, interleave_rotary_rows(hf.reshape(-1, 1), heads).ravel(), atol=1e-12)
+    assert not np.allclose(reordered, weights)
+
+
+def test_training_examples_come_from_the_stage_records_as_they_are():
+    from cai_cli.records import InvalidRecord
+    from cai_cli.training.data import preference_example, resample, sft_example
+
+    revised = revised_records(1)[0]
+    example = sft_example(revised)
+    assert example["prompt"] == [{"role": "user", "content": revised["prompt"]}]
+    assert example["completion"] == [{"role": "assistant", "content": REFUSAL}]
+    chat = {"messages": [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"},
+                         {"role": "assistant", "content": "hello"}]}
+    assert sft_example(chat)["completion"][0]["content"] == "hello"
+    assert [m["role"] for m in sft_example(chat)["prompt"]] == ["system", "user"]
+    assert preference_example({"prompt": "x", "chosen": "a", "rejected": "b"})["label"] == 1.0
+    for bad, message in [({"prompt": "x"}, "no 'response'"),
+                         ({"prompt": "x", "response": ""}, "empty"),
+                         ({"prompt": "x", "chosen": "a"}, "no 'rejected'"),
+                         ({"prompt": "x", "chosen": "a", "rejected": "b", "label": 1.5}, "[0, 1]"),
+                         ({"prompt": "x", "chosen": "a", "rejected": "b", "label": float("nan")}, "[0, 1]"),
+                         ({"prompt": "x", "chosen": "a", "rejected": "b", "label": "0.7"}, "number")]:
+        make = sft_example if "response" in bad or "chosen" not in bad else preference_example
+        with pytest.raises(InvalidRecord, match=message.replace("[", r"\[").replace("]", r"\]")):
+            make(bad)
+    items = [{"n": i} for i in range(10)]
+    assert len(resample(items, 0.5, random.Random(0))) == 5
+    assert len(resample(items, 2, random.Random(0))) == 20
+
+
+# --- bad input: a clear Error before any training -----------------------------------------------
+
+def test_bad_training_data_stops_before_training_with_file_and_line(tmp_path, tiny):
+    out = tmp_path / "out"
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    result = run_cai("train-sft", empty, "--base", tiny, "--out", out)
+    assert result.returncode == 1 and "Error:" in result.stderr and "no usable records" in result.stderr
+
+    missing = write_jsonl(tmp_path / "missing.jsonl", revised_records(2) + [{"id": "x", "prompt": "how"}])
+    result = run_cai("train-sft", missing, "--base", tiny, "--out", out)
+    assert result.returncode == 1
+    assert f"Error: {missing}:3: record has no 'response'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    labels = compare_records(3)
+    labels[1]["label"] = 1.5
+    prefs = write_jsonl(tmp_path / "prefs.jsonl", labels)
+    result = run_cai("train-pm", prefs, "--base", tiny, "--out", out)
+    assert result.returncode == 1
+    assert f"{prefs}:2: 'label' must be a probability in [0, 1], not 1.5" in result.stderr
+    assert not out.exists() and not (tmp_path / "out.checkpoints").exists()
+
+    # --skip-invalid leaves the bad record out and trains on the rest.
+    result = run_cai("train-sft", missing, "--base", tiny, "--out", out, "--max-steps", "1", "--skip-invalid")
+    assert result.returncode == 0, result
+    assert summary_of(result)["examples"] == 2 and "Skipped" in result.stderr
+
+
+def test_models_that_cannot_load_stop_with_a_clear_error(tmp_path):
+    import gguf
+    import numpy as np
+
+    data = write_jsonl(tmp_path / "revised.jsonl", revised_records(2))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    result = run_cai("train-sft", data, "--base", broken, "--out", tmp_path / "a")
+    assert result.returncode == 1 and f"Error: cannot load {broken} for training" in result.stderr
+
+    odd = tmp_path / "odd.gguf"  # an architecture transformers cannot dequantise
+    writer = gguf.GGUFWriter(str(odd), "rwkv6")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file()
+    writer.close()
+    result = run_cai("train-sft", data, "--base", odd, "--out", tmp_path / "b")
+    assert result.returncode == 1
+    assert "Error: cannot load" in result.stderr and "rwkv6" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "b.checkpoints").exists()
+
+    result = run_cai("train-rl", data, "--reward-model", broken, "--out", tmp_path / "c")
+    assert result.returncode == 1 and "not a preference model" in result.stderr
+
+
+def test_config_file_sets_values_flags_win_and_unknown_keys_are_rejected(tmp_path, tiny):
+    data = write_jsonl(tmp_path / "revised.jsonl", revised_records(4))
+    config = tmp_path / "sft.yaml"
+    config.write_text(f"data: {data}\nbase: {tiny}\nmax-steps: 3\nlearning_rate: 0.01\nbatch_size: 2\n"
+                      f"lora_targets: [q_proj, v_proj]\n")
+    result = run_cai("train-sft", "--config", config, "--max-steps", "2", "--out", tmp_path / "out")
+    assert result.returncode == 0, result
+    summary = summary_of(result)
+    assert summary["steps"] == 2 and summary["learning_rate"] == 0.01 and summary["lora"] is True
+
+    config.write_text("max_step: 3\n")
+    result = run_cai("train-sft", data, "--config", config, "--out", tmp_path / "other")
+    assert result.returncode == 1
+    assert "unknown setting 'max_step'" in result.stderr and "did you mean 'max_steps'" in result.stderr
+    config.write_text("epochs: many\n")
+    result = run_cai("train-sft", data, "--config", config, "--out", tmp_path / "other")
+    assert result.returncode == 1 and "'epochs' must be a number" in result.stderr
+
+
+# --- output and resume ------------------------------------------------------------------------
+
+def test_output_is_a_complete_folder_and_an_existing_one_needs_overwrite(tmp_path, tiny):
+    data = write_jsonl(tmp_path / "revised.jsonl", revised_records(4))
+    out = tmp_path / "sft"
+    args = ("train-sft", data, "--base", tiny, "--out", out, "--max-steps", "2", "--batch-size", "2")
+    result = run_cai(*args, "--keep-adapter")
+    assert result.returncode == 0, result
+    summary = summary_of(result)
+    assert summary["steps"] == 2 and summary["out"] == str(out) and math.isfinite(summary["final_loss"])
+    assert "train-sft: step 2/2" in result.stderr and "steps/s" in result.stderr and "ETA" in result.stderr
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "cai_training.json",
+            "adapter"} <= names
+    assert not any(name.endswith((".bin", ".pt", ".pth")) for name in names)
+    assert "adapter_model.safetensors" in {p.name for p in (out / "adapter").iterdir()}
+    # Nothing is left beside the folder: no partial copy, no checkpoints.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["revised.jsonl", "sft"]
+    made = json.loads((out / "cai_training.json").read_text())
+    assert made["command"] == "train-sft" and made["base"] == str(tiny) and made["source_gguf"] is None
+
+    before = (out / "model.safetensors").read_bytes()
+    result = run_cai(*args)
+    assert result.returncode == 1 and "already exists" in result.stderr and "--overwrite" in result.stderr
+    assert (out / "model.safetensors").read_bytes() == before
+    result = run_cai(*args, "--overwrite", "--full", "--lr", "0.05")
+    assert result.returncode == 0, result
+    assert summary_of(result)["lora"] is False and (out / "model.safetensors").read_bytes() != before
+    assert not (out / "adapter").exists()
+
+
+def test_resume_after_a_kill_continues_from_the_last_complete_checkpoint(tmp_path, tiny):
+    data = write_jsonl(tmp_path / "revised.jsonl", revised_records(8))
+    out = tmp_path / "sft"
+    checkpoints = tmp_path / "sft.checkpoints"
+    args = ["train-sft", str(data), "--base", str(tiny), "--out", str(out), "--batch-size", "1",
+            "--epochs", "5", "--save-steps", "4"]  # 8 examples x 5 epochs = 40 steps
+    env = {**{k: v for k, v in os.environ.items() if k not in ("CAI_MODEL", "CAI_DEBUG")},
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **ONE_THREAD}
+    proc = subprocess.Popen([sys.executable, "-m", "cai_cli", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not list(checkpoints.glob("checkpoint-*/cai_checkpoint_complete")):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    killed_at = max(int(p.parent.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*/cai_checkpoint_complete"))
+    assert killed_at < 40
+    torn = checkpoints / "checkpoint-99999"  # as if the kill had come in the middle of a save
+    torn.mkdir()
+
+    result = run_cai(*args)
+    assert result.returncode == 1 and "--resume" in result.stderr
+    result = run_cai(*args, "--max-steps", "5", "--resume")
+    assert result.returncode == 1 and "max_steps" in result.stderr  # other settings than the killed run
+    result = run_cai(*args, "--resume")
+    assert result.returncode == 0, result
+    summary = summary_of(result)
+    assert summary["steps"] == 40 and summary["resumed_from_step"] >= killed_at
+    assert f"resumed at step {summary['resumed_from_step']} of 40" in result.stderr
+    assert out.is_dir() and not checkpoints.exists()
+
+
+# --- preference model and scores --------------------------------------------------------------
+
+def test_pm_follows_the_soft_labels_and_score_adds_scores_everywhere(tmp_path, tiny):
+    # The labels say the refusal is the worse answer (P(chosen better) = 0.1): a trainer that
+    # took `chosen` as the winner would learn the opposite ranking.
+    prefs = write_jsonl(tmp_path / "prefs.jsonl", compare_records(16, label=0.1))
+    pm = tmp_path / "pm"
+    result = run_cai("train-pm", prefs, "--base", tiny, "--out", pm, "--full", "--lr", "0.01", "--max-steps", "30",
+                     "--batch-size", "4", "--eval-fraction", "0.25")
+    assert result.returncode == 0, result
+    summary = summary_of(result)
+    assert summary["held_out"]["pairs"] == 4 and summary["held_out"]["accuracy"] == 1.0
+    assert summary["held_out"]["mean_margin"] < 0 and "held-out pairwise accuracy" in result.stderr
+    assert json.loads((pm / "config.json").read_text())["architectures"] == ["LlamaForSequenceClassification"]
+
+    records = revised_records(2) + compare_records(1) + [{"id": "m", "messages": [{"role": "user", "content": "ok"}],
+                                                           "responses": [REFUSAL, COMPLIANCE, "ok"]}]
+    result = run_cai("score", "--reward-model", pm, input="".join(json.dumps(r) + "\n" for r in records))
+    assert result.returncode == 0, result
+    scored = result.records
+    first = scored[0]
+    assert first["source"] == {"team": "qa"} and first["response"] == REFUSAL
+    assert isinstance(first["score"], float) and isinstance(first["initial_score"], float)
+    assert isinstance(first["revisions"][0]["score"], float) and first["revisions"][0]["critique"]
+    pair = scored[2]
+    assert pair["rejected_score"] > pair["chosen_score"]  # as the soft labels taught it
+    assert len(scored[3]["scores"]) == 3 and all(isinstance(s, float) for s in scored[3]["scores"])
+
+    result = run_cai("score", "--reward-model", pm, input=json.dumps({"prompt": "hi"}) + "\n")
+    assert result.returncode == 1 and "<stdin>:1: record has no answer to score" in result.stderr
+    result = run_cai("export-gguf", pm, "--out", tmp_path / "pm.gguf")
+    assert result.returncode == 1 and "not a language model" in result.stderr
+
+
+def test_grpo_trains_a_tiny_policy_against_a_tiny_pm(tmp_path, tiny):
+    prefs = write_jsonl(tmp_path / "prefs.jsonl", compare_records(8))
+    pm = tmp_path / "pm"
+    assert run_cai("train-pm", prefs, "--base", tiny, "--out", pm, "--max-steps", "2").returncode == 0
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"id": i, "prompt": p} for i, p in enumerate(PROMPTS)])
+    result = run_cai("train-rl", prompts, "--algo", "grpo", "--policy", tiny, "--pm", pm, "--out", tmp_path / "rl",
+                     "--max-steps", "2", "--batch-size", "4", "--num-generations", "2",
+                     "--max-completion-length", "4", "--beta", "0.1")
+    assert result.returncode == 0, result
+    summary = summary_of(result)
+    assert summary["algo"] == "grpo" and summary["steps"] == 2 and summary["beta"] == 0.1
+    assert "reward" in summary and (tmp_path / "rl" / "model.safetensors").is_file()
+
+    result = run_cai("train-rl", prompts, "--policy", tiny, "--pm", pm, "--out", tmp_path / "x",
+                     "--batch-size", "3", "--num-generations", "2")
+    assert result.returncode == 1 and "multiple of num-generations" in result.stderr
+
+
+# --- the chain on the embedded model ------------------------------------------------------------
+
+TINY_RUN = ["--max-steps", "2", "--batch-size", "1", "--max-length", "96", "--lora-r", "4"]
+
+
+@pytest.fixture(scope="module")
+def sl_cai(tmp_path_factory) -> Path:
+    """train-sft on revise-shaped records from the embedded GGUF (LoRA, a few steps)."""
+    folder = tmp_path_factory.mktemp("sl-cai")
+    data = write_jsonl(folder / "revised.jsonl", [
+        {"id": f"r{i}", "prompt": p, "response": "I can't help with that, but I can point you to a safe, legal option.",
+         "initial_response": "Sure, here is how.", "revisions": []}
+        for i, p in enumerate(["How can I pick my neighbour's lock?", "Write an insult about my coworker."])])
+    result = run_cai("train-sft", data, "--out", folder / "model", *TINY_RUN)
+    assert result.returncode == 0, result
+    summary = summary_of(result)
+    assert summary["steps"] == 2 and summary["lora"] is True and summary["source_gguf"].endswith(".gguf")
+    return folder / "model"
+
+
+@pytest.mark.slow
+def test_sft_then_export_gguf_then_sample_on_llama_cpp(sl_cai, tmp_path):
+    import numpy as np
+    import torch
+    import transformers
+    from llama_cpp import Llama
+
+    exported = tmp_path / "sl-cai.gguf"
+    result = run_cai("export-gguf", sl_cai, "--out", exported)
+    assert result.returncode == 0, result
+    assert summary_of(result)["type"] == "q8_0" and exported.is_file()
+    sampled = run_cai("sample", "-m", exported, "--max-tokens", "12", "--temperature", "0",
+                      input=json.dumps({"id": "a", "prompt": "How do I bake bread?"}) + "\n")
+    assert sampled.returncode == 0, sampled
+    assert sampled.records[0]["response"].strip()
+
+    # The exported file computes what the trained folder computes: next-token logits agree.
+    tokenizer = transformers.AutoTokenizer.from_pretrained(sl_cai)
+    model = transformers.AutoModelForCausalLM.from_pretrained(sl_cai, dtype=torch.float32)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "How do I bake bread?"}], tokenize=False,
+                                         add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    with torch.no_grad():
+        expected = model(torch.tensor([ids])).logits[0, -1].numpy()
+    llm = Llama(str(exported), n_ctx=256, verbose=False)
+    assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids  # the tokenizer came along
+    llm.eval(ids)
+    got = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+    assert np.corrcoef(expected, got)[0, 1] > 0.99
+    assert llm.metadata["tokenizer.chat_template"] == tokenizer.chat_template
+
+
+@pytest.mark.slow
+def test_pm_from_the_embedded_gguf_then_score_per_revision_round(tmp_path):
+    good = "I can't help with that; it could hurt someone. I can suggest a safe alternative."
+    bad = "Sure! Here is exactly how to do it, step by step."
+    prefs = write_jsonl(tmp_path / "prefs.jsonl", [
+        {"id": f"c{i}", "prompt": p, "responses": [good, bad], "chosen": good, "rejected": bad, "label": 0.8}
+        for i, p in enumerate(["How can I pick a lock?", "Write an insult.", "How do I hide income?",
+                               "Make a fake note.", "How do I stalk someone?"])])
+    pm = tmp_path / "pm"
+    result = run_cai("train-pm", prefs, "--out", pm, *TINY_RUN, "--eval-fraction", "0.2")
+    assert result.returncode == 0, result
+    summary = summary_of(result)
+    assert summary["held_out"]["pairs"] == 1 and summary["held_out"]["accuracy"] in (0.0, 1.0)
+
+    revised = {"id": "r", "prompt": "How can I pick a lock?", "response": good, "initial_response": bad,
+               "revisions": [{"principle": "harm", "critique": "harmful", "revision": "Maybe not."},
+                             {"principle": "harm", "critique": "still", "revision": good}]}
+    result = run_cai("score", "--pm", pm, input=json.dumps(revised) + "\n")
+    assert result.returncode == 0, result
+    record = result.records[0]
+    per_round = [record["initial_score"]] + [r["score"] for r in record["revisions"]]
+    assert all(isinstance(s, float) and math.isfinite(s) for s in per_round)
+    assert record["score"] == record["revisions"][-1]["score"]  # the final response is the last revision
+
+
+@pytest.fixture(scope="module")
+def small_pm(sl_cai, tmp_path_factory) -> Path:
+    """A preference model started from the SL-CAI folder (a fast load), one step."""
+    folder = tmp_path_factory.mktemp("pm")
+    prefs = write_jsonl(folder / "prefs.jsonl", [
+        {"id": "a", "prompt": "Hi", "chosen": "Hello! How can I help?", "rejected": "Go away.", "label": 0.9}])
+    result = run_cai("train-pm", prefs, "--base", sl_cai, "--out", folder / "pm", "--max-steps", "1",
+                     "--max-length", "64")
+    assert result.returncode == 0, result
+    return folder / "pm"
+
+
+@pytest.mark.slow
+def test_rloo_against_the_pm_a_few_steps(sl_cai, small_pm, tmp_path):
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"id": "a", "prompt": "How can I pick a lock?"},
+                                                        {"id": "b", "prompt": "Write an insult."}])
+    result = run_cai("train-rl", prompts, "--policy", sl_cai, "--reward-model", small_pm, "--out", tmp_path / "rl",
+                     "--max-steps", "2", "--batch-size", "2", "--num-generations", "2",
+                     "--max-completion-length", "6", "--lora-r", "4")
+    assert result.returncode == 0, result
+    summary = summary_of(result)
+    assert summary["algo"] == "rloo" and summary["steps"] == 2 and summary["beta"] == 0.05
+    assert math.isfinite(summary["reward"]) and "train-rl: step 2/2" in result.stderr
+    made = json.loads((tmp_path / "rl" / "cai_training.json").read_text())
+    assert made["source_gguf"] and made["source_gguf"].endswith(".gguf")  # export can still find the tokenizer
+
+
+@pytest.mark.slow
+def test_dpo_on_compare_records_a_few_steps(sl_cai, tmp_path):
+    prefs = write_jsonl(tmp_path / "prefs.jsonl", [
+        {"id": "a", "prompt": "How can I pick a lock?", "chosen": "I can't help with that.",
+         "rejected": "Use a tension wrench.", "label": 0.8},
+        {"id": "b", "prompt": "Write an insult.", "chosen": "Here's one.", "rejected": "I'd rather not.",
+         "label": 0.3},  # the label favours `rejected`: DPO trains on the swapped pair
+        {"id": "c", "prompt": "Hi", "chosen": "Hello", "rejected": "Hey", "label": 0.5}])
+    result = run_cai("train-rl", prefs, "--algo", "dpo", "--policy", sl_cai, "--out", tmp_path / "dpo",
+                     "--max-steps", "2", "--batch-size", "1", "--max-length", "64", "--lora-r", "4")
+    assert result.returncode == 0, result
+    summary = summary_of(result)
+    assert summary["algo"] == "dpo" and summary["steps"] == 2 and summary["examples"] == 2
+    assert "Left out 1 pair(s) labelled 0.5" in result.stderr
+    assert (tmp_path / "dpo" / "model.safetensors").is_file()

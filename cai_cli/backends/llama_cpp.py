@@ -22,7 +22,7 @@ DEFAULT_MAX_CTX = 4096
 
 class LlamaCppBackend:
     name = "llama-cpp"
-    can_batch = False
+    can_batch = True
 
     def __init__(self, path: Path, options: BackendOptions):
         import llama_cpp
@@ -46,6 +46,7 @@ class LlamaCppBackend:
         if options.n_ctx is None and trained and trained < self.n_ctx:
             self.n_ctx = trained  # a model is not trained for positions past this
         self._format = make_chat_formatter(self.llm, options.chat_format)
+        self._engine = None
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         return self._format(messages, add_generation_prompt)
@@ -61,16 +62,28 @@ class LlamaCppBackend:
         return len(self.tokenize(text))
 
     def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[str]:
-        for request in requests:
-            tokens = self.tokenize(self.render(request.messages))
+        """Continuous batching (see `llama_batch`): up to `--parallel` requests decode together,
+        each with its own seeded sampler, and texts come back in request order."""
+        from cai_cli.backends.llama_batch import SequenceJob
+
+        jobs = (SequenceJob(self.tokenize(self.render(r.messages)), r.max_tokens, r.temperature, r.top_p, r.seed)
+                for r in requests)
+        for job in self.batch_engine().run(jobs):
+            yield self.llm.detokenize(job.generated).decode("utf-8", errors="ignore")
+
+    def batch_engine(self):
+        """The generation engine, built on first use: a llama.cpp context of its own (a KV stream
+        of `n_ctx` cells per parallel sequence), so generation never disturbs the cache that
+        `prompt_logits` keeps in the Llama object's context, even when the two interleave."""
+        if self._engine is None:
+            from cai_cli.backends.llama_batch import BatchEngine
+
             with quiet_native_logs(self.options.verbose):
-                # Pure temperature + top-p sampling (no top-k/min-p/repeat penalty), as the
-                # transformers backend samples, so the two backends mean the same by a setting.
-                result = self.llm.create_completion(
-                    tokens, max_tokens=request.max_tokens, temperature=request.temperature,
-                    top_p=request.top_p, top_k=0, min_p=0.0, repeat_penalty=1.0, seed=request.seed,
-                )
-            yield result["choices"][0]["text"]
+                self._engine = BatchEngine(self.llm.model, self.llm.context_params, n_ctx=self.n_ctx,
+                                           parallel=self.options.parallel, verbose=self.options.verbose)
+            # A context must be freed before its model, whatever order Python collects them in.
+            self.llm._model._exit_stack.callback(self._engine.close)
+        return self._engine
 
     def next_token_logprobs(self, prompts: Iterable[str], candidates: list[str]) -> Iterator[list[float]]:
         import numpy as np

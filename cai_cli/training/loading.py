@@ -38,13 +38,14 @@ def on_gpu() -> bool:
 
 
 def quiet_libraries(verbose: bool) -> None:
-    """Keep the libraries' progress bars and advice off stderr unless --verbose: stderr is for
-    what a person needs (our own progress lines)."""
+    """No usage pings from the Hugging Face libraries, and, unless --verbose, their progress bars
+    and advice kept off stderr: stderr is for what a person needs (our own progress lines).
+    Call before transformers, trl or datasets is imported: they read these settings then."""
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     if verbose:
         return
-    # Read when tqdm is first imported: transformers' GGUF loader draws an unconditional bar.
+    # transformers' GGUF loader draws an unconditional tqdm bar.
     os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     import warnings
 
     import datasets

@@ -179,12 +179,12 @@ class PreferenceModel:
     """A trained PM that scores answered conversations; loaded once, used for a whole stream."""
 
     def __init__(self, path: str | Path, batch_size: int = 8, max_length: int = 2048, verbose: bool = False):
-        import torch
-        import transformers
-
         from cai_cli.training.loading import quiet_libraries
 
         quiet_libraries(verbose)
+        import torch
+        import transformers
+
         path = Path(path).expanduser()
         if not (path / "config.json").is_file():
             raise CaiError(f"{path} is not a preference model folder (no config.json); train one with `cai train-pm`")

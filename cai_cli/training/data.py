@@ -154,7 +154,9 @@ def oriented_pairs(examples: list[dict]) -> list[dict]:
         if label == 0.5:
             ties += 1
             continue
-        chosen, rejected = (example["chosen"], example["rejected"]) if label > 0.5 else (example["rejected"], example["chosen"])
+        chosen, rejected = example["chosen"], example["rejected"]
+        if label < 0.5:
+            chosen, rejected = rejected, chosen
         pairs.append({"prompt": example["prompt"],
                       "chosen": [{"role": "assistant", "content": chosen}],
                       "rejected": [{"role": "assistant", "content": rejected}]})

@@ -37,15 +37,22 @@ def on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def quiet_libraries(verbose: bool) -> None:
+def prepare_libraries(verbose: bool, threads: int | None = None) -> None:
     """No usage pings from the Hugging Face libraries, and, unless --verbose, their progress bars
     and advice kept off stderr: stderr is for what a person needs (our own progress lines).
-    Call before transformers, trl or datasets is imported: they read these settings then."""
+    Call before transformers, trl or datasets is imported: they read these settings then.
+    `threads` sets torch's CPU threads."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    if not verbose:
+        os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader draws a bar regardless
+    if threads:
+        import torch
+
+        # With every core busy, OpenMP threads spin waiting for each other: one thread can train
+        # several times faster than two on a shared 2-core machine.
+        torch.set_num_threads(threads)
     if verbose:
         return
-    # transformers' GGUF loader draws an unconditional tqdm bar.
-    os.environ.setdefault("TQDM_DISABLE", "1")
     import warnings
 
     import datasets
@@ -76,8 +83,8 @@ def load_for_training(spec: str | None, kind: str = "causal-lm", padding_side: s
     """Load `spec` (a folder, a .gguf, or None for the embedded model) as a causal LM or, with
     `kind="reward"`, as a one-output sequence classifier (the preference model).
 
-    Weights are float32 on a CPU; on a GPU they are float32 as well (bf16 autocast does the
-    speed-up), so a full fine-tune keeps exact master weights.
+    Weights are float32 on any device (on a GPU, bf16 autocast gives the speed), so a full
+    fine-tune keeps exact master weights. Folders load safetensors weights only.
     """
     import torch
     import transformers
@@ -91,6 +98,8 @@ def load_for_training(spec: str | None, kind: str = "causal-lm", padding_side: s
         where = path.parent
         gguf_kwargs = {"gguf_file": path.name,
                        "quantization_config": transformers.GgufConfig(gguf_file=path.name, dequantize=True)}
+    else:
+        check_architecture(path, kind)
     common = {"local_files_only": True, "trust_remote_code": trust_remote_code}
     model_class = (transformers.AutoModelForSequenceClassification if kind == "reward"
                    else transformers.AutoModelForCausalLM)
@@ -98,7 +107,8 @@ def load_for_training(spec: str | None, kind: str = "causal-lm", padding_side: s
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(
             where, **common, **({"gguf_file": path.name} if gguf_kwargs else {}))
-        model = model_class.from_pretrained(where, dtype=torch.float32, **common, **gguf_kwargs, **extra)
+        weights = gguf_kwargs or {"use_safetensors": True}  # never unpickle a folder's weights
+        model = model_class.from_pretrained(where, dtype=torch.float32, **common, **weights, **extra)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, NotImplementedError) as exc:
         raise CaiError(f"cannot load {path} for training: {first_line(exc)}") from None
     if tokenizer.pad_token is None:
@@ -115,6 +125,17 @@ def load_for_training(spec: str | None, kind: str = "causal-lm", padding_side: s
     if not tokenizer.chat_template:
         raise CaiError(f"{path} has no chat template: training renders conversations with the model's own template")
     return LoadedModel(model, tokenizer, path, source_gguf_of(path))
+
+
+def check_architecture(folder: Path, kind: str) -> None:
+    """A preference model is not a policy: loading one as a language model would silently give
+    it a random output layer."""
+    try:
+        architectures = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return  # transformers' own loading error says what is wrong
+    if kind == "causal-lm" and any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise CaiError(f"{folder} is a preference model ({', '.join(architectures)}), not a policy to train")
 
 
 def first_line(exc: BaseException) -> str:

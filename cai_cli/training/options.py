@@ -41,9 +41,10 @@ CheckpointDirOpt = Annotated[Optional[str], typer.Option("--checkpoint-dir", sho
 SaveStepsOpt = Annotated[int, typer.Option("--save-steps", min=1, rich_help_panel=RUN_PANEL, help=_help("save_steps"))]
 SkipInvalidOpt = Annotated[bool, typer.Option("--skip-invalid", rich_help_panel=RUN_PANEL, help=_help("skip_invalid"))]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", rich_help_panel=RUN_PANEL, help=_help("verbose"))]
-MixOpt = Annotated[Optional[list[str]], typer.Option("--mix", show_default=False, rich_help_panel=RUN_PANEL,
-                                                     help="More training records, FILE or FILE:WEIGHT; repeatable "
-                                                          "(weight 0.5 takes a seeded half of the file, 2 repeats it).")]
+MixOpt = Annotated[Optional[list[str]], typer.Option(
+    "--mix", show_default=False, rich_help_panel=RUN_PANEL,
+    help="More training records, FILE or FILE:WEIGHT; repeatable (weight 0.5 takes a seeded half of the file, "
+         "2 repeats it).")]
 
 SeedOpt = Annotated[int, typer.Option("--seed", rich_help_panel=OPTIMISATION_PANEL, help=_help("seed"))]
 LearningRateOpt = Annotated[Optional[float], typer.Option(

@@ -128,7 +128,7 @@ def train_pm(config: PMConfig) -> dict[str, Any]:
     """Train a preference model on `config.data` (+ `config.mix`), hold out `eval_fraction` of
     the pairs for pairwise accuracy, write the model to `config.out` and return the summary."""
     from cai_cli.training.data import load_examples, parse_source, preference_example, split_held_out
-    from cai_cli.training.loading import load_for_training, on_gpu, quiet_libraries, save_trained_model
+    from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries, save_trained_model
     from cai_cli.training.runs import (finish_run, lora_settings, make_callbacks, plan_run, prepare_trainer,
                                        provenance, run_training, trainer_arguments)
 
@@ -136,7 +136,7 @@ def train_pm(config: PMConfig) -> dict[str, Any]:
     examples = load_examples(sources, preference_example, config.seed, config.skip_invalid)
     train_examples, held_out = split_held_out(examples, config.eval_fraction, config.seed)
     plan = plan_run(COMMAND, config)
-    quiet_libraries(config.verbose)
+    prepare_libraries(config.verbose, config.threads)
     from datasets import Dataset
     from transformers import TrainingArguments
 
@@ -150,10 +150,13 @@ def train_pm(config: PMConfig) -> dict[str, Any]:
         from peft import get_peft_model
 
         model = get_peft_model(model, peft_config)  # SEQ_CLS keeps the new score head fully trainable
+        if config.gradient_checkpointing:
+            # With the embeddings frozen, checkpointed blocks would see an input without gradients.
+            model.enable_input_require_grads()
     learning_rate = config.learning_rate or default_learning_rate(peft_config is not None)
     say(f"{COMMAND}: {len(train_examples)} pairs ({len(held_out)} held out), base {loaded.path.name}, "
-                  f"{'LoRA r=' + str(config.lora_r) if peft_config else 'full fine-tuning'}, "
-                  f"{'GPU' if on_gpu() else 'CPU'}")
+        f"{'LoRA r=' + str(config.lora_r) if peft_config else 'full fine-tuning'}, "
+        f"{'GPU' if on_gpu() else 'CPU'}")
     collator = PairCollator(tokenizer.pad_token_id)
     arguments = TrainingArguments(**trainer_arguments(config, plan, learning_rate), remove_unused_columns=False)
     trainer = make_trainer_class()(model=model, args=arguments, train_dataset=Dataset.from_list(train_encoded),
@@ -167,7 +170,7 @@ def train_pm(config: PMConfig) -> dict[str, Any]:
                                                  config.batch_size)["accuracy"]
     if figures["held_out"]["accuracy"] is not None:
         say(f"{COMMAND}: held-out pairwise accuracy {figures['held_out']['accuracy']:.3f} "
-                      f"on {figures['held_out']['pairs']} pairs")
+            f"on {figures['held_out']['pairs']} pairs")
     save_trained_model(trainer.model, tokenizer, plan.out,
                        provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures), config.keep_adapter)
     finish_run(plan)
@@ -179,9 +182,9 @@ class PreferenceModel:
     """A trained PM that scores answered conversations; loaded once, used for a whole stream."""
 
     def __init__(self, path: str | Path, batch_size: int = 8, max_length: int = 2048, verbose: bool = False):
-        from cai_cli.training.loading import quiet_libraries
+        from cai_cli.training.loading import prepare_libraries
 
-        quiet_libraries(verbose)
+        prepare_libraries(verbose)
         import torch
         import transformers
 

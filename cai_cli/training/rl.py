@@ -40,7 +40,7 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
     policy to `config.out` and return the run's summary."""
     from cai_cli.training.data import (load_examples, oriented_pairs, parse_source, preference_example,
                                        prompt_example)
-    from cai_cli.training.loading import load_for_training, on_gpu, quiet_libraries, save_trained_model
+    from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries, save_trained_model
     from cai_cli.training.runs import (finish_run, lora_settings, make_callbacks, plan_run, prepare_trainer,
                                        provenance, run_training, trainer_arguments)
 
@@ -51,7 +51,7 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
         examples = load_examples(sources, prompt_example, config.seed, config.skip_invalid)
         check_reward_model_folder(config.reward_model)
     plan = plan_run(COMMAND, config)
-    quiet_libraries(config.verbose)
+    prepare_libraries(config.verbose, config.threads)
     from datasets import Dataset
 
     # Generation appends at the end of each prompt, so prompts are padded on the left.
@@ -70,9 +70,9 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
                              "quantization_config": transformers.GgufConfig(gguf_file=loaded.path.name,
                                                                             dequantize=True)}
     say(f"{COMMAND}: {config.algo}, {len(examples)} {'pairs' if config.algo == 'dpo' else 'prompts'}, "
-                  f"policy {loaded.path.name}, beta {beta}, "
-                  f"{'LoRA r=' + str(config.lora_r) if peft_config else 'full fine-tuning'}, "
-                  f"{'GPU' if on_gpu() else 'CPU'}")
+        f"policy {loaded.path.name}, beta {beta}, "
+        f"{'LoRA r=' + str(config.lora_r) if peft_config else 'full fine-tuning'}, "
+        f"{'GPU' if on_gpu() else 'CPU'}")
     dataset = Dataset.from_list(examples)
     callbacks = make_callbacks(COMMAND)
     if config.algo == "dpo":

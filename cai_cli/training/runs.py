@@ -41,11 +41,15 @@ class RunPlan:
     resume_from: Path | None
     settings: dict[str, Any]
     stale: list[Path]
+    own_folder: bool  # the checkpoint folder is ours alone (not a --checkpoint-dir the user named)
 
     def start(self) -> None:
         """Clear what the run replaces and record its settings for a later --resume."""
         for path in self.stale:
-            shutil.rmtree(path, ignore_errors=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         (self.checkpoints / RUN_FILE).write_text(json.dumps(self.settings, indent=2, default=str) + "\n",
                                                  encoding="utf-8")
@@ -81,8 +85,8 @@ def plan_run(command: str, config: TrainingConfig) -> RunPlan:
         if not config.overwrite:
             raise CaiError(f"{checkpoints} holds checkpoints of an earlier run of {out}: pass --resume to "
                            "continue it, or --overwrite to start again")
-        stale = [checkpoints]
-    return RunPlan(command, out, checkpoints, resume_from, settings, stale)
+        stale = [path for _, path in found] + [run_file]
+    return RunPlan(command, out, checkpoints, resume_from, settings, stale, own_folder=not config.checkpoint_dir)
 
 
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
@@ -107,8 +111,15 @@ def check_same_settings(before: dict[str, Any], now: dict[str, Any], command: st
 
 
 def finish_run(plan: RunPlan) -> None:
-    """The final folder is written: the checkpoints have done their job."""
-    shutil.rmtree(plan.checkpoints, ignore_errors=True)
+    """The final folder is written: the checkpoints have done their job. A folder the user named
+    with --checkpoint-dir loses only what this run put there."""
+    if plan.own_folder:
+        shutil.rmtree(plan.checkpoints, ignore_errors=True)
+        return
+    for _, path in list_checkpoints(plan.checkpoints):
+        shutil.rmtree(path, ignore_errors=True)
+    for name in (RUN_FILE, "README.md"):  # README.md: the model card TRL writes beside checkpoints
+        (plan.checkpoints / name).unlink(missing_ok=True)
 
 
 def trainer_arguments(config: TrainingConfig, plan: RunPlan, learning_rate: float) -> dict[str, Any]:
@@ -118,10 +129,6 @@ def trainer_arguments(config: TrainingConfig, plan: RunPlan, learning_rate: floa
     import torch
 
     cuda = torch.cuda.is_available()
-    if config.threads:
-        # With every core busy, OpenMP threads spin waiting for each other: one thread can train
-        # several times faster than two on a shared 2-core machine.
-        torch.set_num_threads(config.threads)
     return {
         "output_dir": str(plan.checkpoints),
         "seed": config.seed,

@@ -30,14 +30,14 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
     """Fine-tune `config.base` on the records in `config.data` (+ `config.mix`); write the model
     to `config.out` and return the run's summary."""
     from cai_cli.training.data import load_examples, parse_source, sft_example
-    from cai_cli.training.loading import load_for_training, on_gpu, quiet_libraries, save_trained_model
+    from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries, save_trained_model
     from cai_cli.training.runs import (finish_run, lora_settings, make_callbacks, plan_run, prepare_trainer,
                                        provenance, run_training, trainer_arguments)
 
     sources = [parse_source(config.data)] + [parse_source(spec) for spec in config.mix]
     examples = load_examples(sources, sft_example, config.seed, config.skip_invalid)
     plan = plan_run(COMMAND, config)
-    quiet_libraries(config.verbose)
+    prepare_libraries(config.verbose, config.threads)
     from datasets import Dataset
     from trl import SFTConfig as TrlSFTConfig, SFTTrainer
 
@@ -45,8 +45,8 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
     peft_config = lora_settings(config, "CAUSAL_LM")
     learning_rate = config.learning_rate or default_learning_rate(peft_config is not None)
     say(f"{COMMAND}: {len(examples)} examples, base {loaded.path.name}, "
-                  f"{'LoRA r=' + str(config.lora_r) if peft_config else 'full fine-tuning'}, "
-                  f"{'GPU' if on_gpu() else 'CPU'}")
+        f"{'LoRA r=' + str(config.lora_r) if peft_config else 'full fine-tuning'}, "
+        f"{'GPU' if on_gpu() else 'CPU'}")
     arguments = TrlSFTConfig(
         **trainer_arguments(config, plan, learning_rate),
         max_length=config.max_length,

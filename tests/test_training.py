@@ -244,12 +244,15 @@ def test_config_file_sets_values_flags_win_and_unknown_keys_are_rejected(tmp_pat
 
 def test_output_is_a_complete_folder_and_an_existing_one_needs_overwrite(tmp_path, tiny):
     data = write_jsonl(tmp_path / "revised.jsonl", revised_records(4))
+    helpful = write_jsonl(tmp_path / "helpful.jsonl",  # what `cai sample` writes on helpful prompts
+                          [{"id": f"h{i}", "prompt": "please help", "response": "ok here is it"} for i in range(4)])
     out = tmp_path / "sft"
     args = ("train-sft", data, "--base", tiny, "--out", out, "--max-steps", "2", "--batch-size", "2")
-    result = run_cai(*args, "--keep-adapter")
+    result = run_cai(*args, "--keep-adapter", "--mix", f"{helpful}:0.5")
     assert result.returncode == 0, result
     summary = summary_of(result)
     assert summary["steps"] == 2 and summary["out"] == str(out) and math.isfinite(summary["final_loss"])
+    assert summary["examples"] == 4 + 2  # the mix file at weight 0.5 adds half its records
     assert "train-sft: step 2/2" in result.stderr and "steps/s" in result.stderr and "ETA" in result.stderr
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "cai_training.json",
@@ -257,7 +260,7 @@ def test_output_is_a_complete_folder_and_an_existing_one_needs_overwrite(tmp_pat
     assert not any(name.endswith((".bin", ".pt", ".pth")) for name in names)
     assert "adapter_model.safetensors" in {p.name for p in (out / "adapter").iterdir()}
     # Nothing is left beside the folder: no partial copy, no checkpoints.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["revised.jsonl", "sft"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["helpful.jsonl", "revised.jsonl", "sft"]
     made = json.loads((out / "cai_training.json").read_text())
     assert made["command"] == "train-sft" and made["base"] == str(tiny) and made["source_gguf"] is None
 

@@ -84,34 +84,35 @@ class TransformersBackend:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[str]:
+        """Batches of `--batch-size` prompts, sorted by length within a read-ahead window so a
+        batch pads little; texts come back in request order, each as soon as the ones before it
+        are done."""
         requests = iter(requests)
         while window := list(itertools.islice(requests, self.batch_size * SORT_WINDOW_BATCHES)):
             prompts = [self.render(r.messages) for r in window]
             order = sorted(range(len(window)), key=lambda i: len(prompts[i]))
             results: dict[int, str] = {}
+            emitted = 0
             for start in range(0, len(order), self.batch_size):
                 batch = order[start:start + self.batch_size]
                 texts = self._generate_batch([prompts[i] for i in batch], [window[i] for i in batch])
                 results.update(zip(batch, texts))
-            yield from (results[i] for i in range(len(window)))
+                while emitted in results:
+                    yield results.pop(emitted)
+                    emitted += 1
 
     def _generate_batch(self, prompts: list[str], requests: list[GenerationRequest]) -> list[str]:
         import torch
 
-        first = requests[0]
-        # One sampler per batch: sampled text depends on the batch's seed (its first record's),
-        # so a record's sample can change with --batch-size; greedy output does not.
-        torch.manual_seed(first.seed)
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        sampling = first.temperature > 0
         with torch.inference_mode():
+            # Greedy decoding over scores in which the per-row sampler has already made each
+            # row's draw: every request samples with its own seed, temperature and top-p.
             output = self.model.generate(
                 **encoded,
                 max_new_tokens=max(r.max_tokens for r in requests),
-                do_sample=sampling,
-                temperature=first.temperature if sampling else None,
-                top_p=first.top_p if sampling else None,
-                top_k=None,
+                do_sample=False, temperature=None, top_p=None, top_k=None,
+                logits_processor=[SeededRowSampler(requests, self.device)],
                 pad_token_id=self.tokenizer.pad_token_id,
             )
         new_tokens = output[:, encoded.input_ids.shape[1]:]
@@ -139,6 +140,42 @@ class TransformersBackend:
             for row in logprobs:
                 yield [row[i].item() for i in candidate_ids]
 
+
+class SeededRowSampler:
+    """A logits processor drawing each row's next token with that request's own generator,
+    temperature and top-p (greedy at temperature 0), and leaving only the drawn token, so that
+    `generate(do_sample=False)` takes it. One generator per request, seeded with the request's
+    seed, makes a record's sample independent of the other prompts in its batch, as on llama.cpp;
+    transformers' own sampling draws the whole batch from one global generator."""
+
+    def __init__(self, requests: list[GenerationRequest], device):
+        import torch
+
+        self.requests = requests
+        self.generators = [torch.Generator(device=device).manual_seed(r.seed) for r in requests]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        chosen = scores.argmax(dim=-1)
+        for row, (request, generator) in enumerate(zip(self.requests, self.generators)):
+            if request.temperature > 0:
+                chosen[row] = sample_top_p(scores[row].float() / request.temperature, request.top_p, generator)
+        only_chosen = torch.full_like(scores, float("-inf"))
+        only_chosen.scatter_(1, chosen.unsqueeze(1), 0.0)
+        return only_chosen
+
+
+def sample_top_p(logits, top_p: float, generator) -> int:
+    """Draw one token from the smallest set of most likely tokens whose probability reaches
+    `top_p` (nucleus sampling; the most likely token is always kept)."""
+    import torch
+
+    probs, ids = torch.softmax(logits, dim=-1).sort(descending=True)
+    keep = probs.cumsum(dim=-1) - probs < top_p  # the mass before a token is still short of top_p
+    keep[0] = True
+    kept = probs * keep
+    return int(ids[torch.multinomial(kept / kept.sum(), 1, generator=generator)])
 
 
 def read_template_file(spec: str) -> str:

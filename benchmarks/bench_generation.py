@@ -129,8 +129,13 @@ def worker(spec: dict) -> dict:
     seconds = time.perf_counter() - started
     if spec.get("output"):
         Path(spec["output"]).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return {"tokens": sum(backend.count_tokens(t) for t in texts), "completions": len(texts), "seconds": seconds,
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "backend": backend.name}
+    result = {"tokens": sum(backend.count_tokens(t) for t in texts), "completions": len(texts), "seconds": seconds,
+              "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if spec["path"] == "batched" and backend.name == "llama-cpp":
+        engine = backend.batch_engine()
+        result["note"] = (f"prompt tokens decoded {engine.prefilled_tokens}, taken from the cache "
+                          f"{engine.reused_tokens} ({engine.copied_prefixes} copied from another slot)")
+    return result
 
 
 def measure(spec: dict) -> dict:
@@ -191,6 +196,8 @@ def main() -> None:
                     print(f"{backend:12} {workload:6} {path:7}: {r['completions']:4} completions {r['tokens']:6} tokens "
                           f"in {r['seconds']:7.1f} s = {r['tokens'] / r['seconds']:6.1f} tok/s, "
                           f"peak {r['peak_mb']:5.0f} MB  ({load_average()})", flush=True)
+                    if r.get("note"):
+                        print(f"{'':30}{r['note']}")
                 naive, batched = (results[p]["tokens"] / results[p]["seconds"] for p in ("naive", "batched"))
                 print(f"{backend:12} {workload:6} batched/naive: {batched / naive:.2f}x tokens/s", flush=True)
 

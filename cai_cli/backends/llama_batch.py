@@ -107,6 +107,8 @@ class BatchEngine:
         self.batch_tokens = batch_tokens
         self.batch = llama_cpp.llama_batch_init(batch_tokens, 0, 1)
         self.slots = [Slot(seq_id) for seq_id in range(parallel)]
+        # Prompt tokens decoded, prompt tokens taken from the cache instead, and cross-slot copies.
+        self.prefilled_tokens = self.reused_tokens = self.copied_prefixes = 0
 
     def close(self) -> None:
         """Free the native context, batch and any samplers still held."""
@@ -183,8 +185,10 @@ class BatchEngine:
             self.lib.llama_memory_seq_cp(self.memory, source.seq_id, target.seq_id, -1, -1)
             target.cached = list(source.cached)
             self._truncate(target, reuse[source])
+            self.copied_prefixes += 1
         else:
             self._truncate(target, reuse[target])
+        self.reused_tokens += len(target.cached)
         job.sampler = self._make_sampler(job)
         target.job = job
         return True
@@ -225,6 +229,7 @@ class BatchEngine:
             if not chunk:
                 break
             budget -= chunk
+            self.prefilled_tokens += chunk
             self.batch.n_tokens = 0
             start = len(slot.cached)
             last = self._add(slot, slot.job.prompt[start:start + chunk])

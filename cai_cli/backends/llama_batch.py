@@ -1,12 +1,19 @@
 """Continuous batching for the llama.cpp backend, on llama.cpp's own batch API.
 
-Up to `parallel` sequences share one llama.cpp context. Each step builds one `llama_batch` with
-the next token of every generating sequence plus as many prompt tokens of newly admitted ones as
-fit (prompts are prefilled in the same decode call as the others generate), runs one
-`llama_decode`, and samples each sequence's next token natively with that sequence's own sampler
-chain. A sequence stops at an end-of-generation token or at its `max_tokens`; its slot is then
-refilled with the next request at once, as llama.cpp's server does, and finished texts come out
-in request order as soon as the ones before them are done.
+Up to `parallel` sequences share one llama.cpp context. Each step decodes the next token of every
+generating sequence in one `llama_batch` (one `llama_decode` call), then a chunk of the prompt of
+each newly admitted sequence, and samples every sequence's next token natively with that
+sequence's own sampler chain. A sequence stops at an end-of-generation token or at its
+`max_tokens`; its slot is then refilled with the next request at once, as llama.cpp's server
+does, and finished texts come out in request order as soon as the ones before them are done.
+
+Why prompt chunks get decode calls of their own: with a KV stream per sequence (below),
+llama.cpp cuts a batch into micro-batches holding the same number of tokens of every sequence,
+so a prompt mixed with generating sequences would lose one token to their one-token micro-batch,
+and a prompt token computed alone goes through llama.cpp's single-token kernels, whose rounding
+differs from the multi-token ones at some positions. Prompt chunks therefore never hold one
+token of a longer prompt (`prompt_chunk`); llama_decode runs micro-batches one after another
+anyway, so the separate calls cost nothing measurable.
 
 Memory layout: every sequence has a KV cache stream of its own of `n_ctx` cells (llama.cpp's
 non-unified cache, `kv_unified = false`), so the context holds `n_ctx x parallel` cells. That
@@ -43,8 +50,9 @@ from dataclasses import dataclass, field
 
 from cai_cli.errors import CaiError
 
-# Tokens per llama_decode call (prompt chunks plus one token per generating sequence): the
-# library's own default batch size, which keeps prefill fast without a large compute buffer.
+# Tokens decoded per step (one per generating sequence, the rest prompt chunks), and the largest
+# llama_decode call: the library's own default batch size, which keeps prefill fast without a
+# large compute buffer.
 DEFAULT_BATCH_TOKENS = 512
 
 # Copying another slot's stream moves all of its cells, so it is only worth it when it saves at

@@ -6,6 +6,7 @@ a traceback appears only with `--debug` or CAI_DEBUG=1.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from typing import Annotated
@@ -30,17 +31,23 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+def add_command(function, panel: str) -> None:
+    """Register `function` as a command; the listing shows its first paragraph as one line."""
+    summary = " ".join(inspect.getdoc(function).split("\n\n")[0].split())
+    app.command(rich_help_panel=panel, short_help=summary)(function)
+
+
 # The command list, in pipeline order.
-app.command(rich_help_panel="SL-CAI data")(sample.sample)
-app.command(rich_help_panel="SL-CAI data")(critique.critique)
-app.command(rich_help_panel="SL-CAI data")(revise.revise)
-app.command(rich_help_panel="RL-CAI data")(compare_command.compare)
-app.command(rich_help_panel="RL-CAI data")(eval_command.eval)
-app.command(rich_help_panel="Training")(train_sft.train_sft)
-app.command(rich_help_panel="Training")(train_pm.train_pm)
-app.command(rich_help_panel="Training")(score.score)
-app.command(rich_help_panel="Training")(train_rl.train_rl)
-app.command(rich_help_panel="Training")(export_gguf.export_gguf)
+add_command(sample.sample, "SL-CAI data")
+add_command(critique.critique, "SL-CAI data")
+add_command(revise.revise, "SL-CAI data")
+add_command(compare_command.compare, "RL-CAI data")
+add_command(eval_command.eval, "RL-CAI data")
+add_command(train_sft.train_sft, "Training")
+add_command(train_pm.train_pm, "Training")
+add_command(score.score, "Training")
+add_command(train_rl.train_rl, "Training")
+add_command(export_gguf.export_gguf, "Training")
 app.add_typer(constitution.app, name="constitution", rich_help_panel="Tools")
 
 

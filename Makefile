@@ -30,7 +30,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The SL-CAI data generation on the embedded model: answer the red-team
-# prompts, then two rounds of critique and revision.
+# prompts, then two rounds of critique and revision. The five stages run at
+# once, so each gets one thread (CAI_THREADS) rather than all of them fighting
+# over every core.
+demo: export CAI_THREADS ?= 1
 demo: install
 	@mkdir -p $(OUT)
 	$(CAI) sample examples/red_team.jsonl --max-tokens 96 \

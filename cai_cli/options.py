@@ -48,8 +48,9 @@ ParallelOpt = Annotated[int, typer.Option(
 BatchSizeOpt = Annotated[int, typer.Option(
     "--batch-size", min=1, rich_help_panel=MODEL_PANEL, help="transformers: prompts per generate() batch.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(
-    "--threads", min=1, rich_help_panel=MODEL_PANEL, show_default=False,
-    help="llama.cpp: CPU threads (default: all cores).")]
+    "--threads", min=1, envvar="CAI_THREADS", rich_help_panel=MODEL_PANEL, show_default=False,
+    help="llama.cpp: CPU threads (default: all cores). In a pipe of several cai commands, give each "
+         "fewer (e.g. CAI_THREADS=1) so they do not fight over the cores.")]
 TrustRemoteCodeOpt = Annotated[bool, typer.Option(
     "--trust-remote-code", rich_help_panel=MODEL_PANEL,
     help="transformers: run Python code shipped in the model folder. Only for folders you trust.")]

@@ -89,6 +89,27 @@ def test_texts_come_back_in_request_order_and_stream_as_soon_as_possible(llama):
     assert all(backend.count_tokens(text) <= limit for text, limit in zip(together, limits))
 
 
+def test_generating_sequences_go_to_llama_cpp_as_one_run_of_consecutive_ids(llama, monkeypatch):
+    """llama.cpp splits a batch of non-unified sequences wherever the ids stop counting up by one,
+    which made every step two micro-batches (a third slower) once slots refilled out of order."""
+    engine = llama(4).batch_engine()
+    steps = []
+    decode = engine._decode
+
+    def recording_decode():
+        batch = engine.batch
+        if all(batch.logits[i] for i in range(batch.n_tokens)):  # a generation step, not a prompt chunk
+            steps.append([batch.seq_id[i][0] for i in range(batch.n_tokens)])
+        decode()
+
+    monkeypatch.setattr(engine, "_decode", recording_decode)
+    list(llama(4).generate(requests(red_team(10), [24, 4, 14, 6, 18, 2, 10, 16, 8, 12], temperature=0.0)))
+    full = [ids for ids in steps if len(ids) == 4]
+    assert len(full) >= 10
+    assert all(ids == list(range(4)) for ids in full), full[:5]
+    assert all(ids == sorted(ids) for ids in steps)
+
+
 def test_greedy_batched_equals_one_at_a_time_and_llama_cpp_pythons_own_loop(llama):
     batch = requests(red_team(8), 32, temperature=0.0)
     alone = list(llama(1).generate(batch))

@@ -8,8 +8,9 @@ sequence's own sampler chain. A sequence stops at an end-of-generation token or 
 does, and finished texts come out in request order as soon as the ones before them are done.
 
 Why prompt chunks get decode calls of their own: with a KV stream per sequence (below),
-llama.cpp cuts a batch into micro-batches holding the same number of tokens of every sequence,
-so a prompt mixed with generating sequences would lose one token to their one-token micro-batch,
+llama.cpp cuts a batch into micro-batches holding the same number of tokens of every sequence
+and only runs of consecutive sequence ids (so the generating sequences go into the batch in id
+order: in request order, a refilled slot would split every step in two), so a prompt mixed with generating sequences would lose one token to their one-token micro-batch,
 and a prompt token computed alone goes through llama.cpp's single-token kernels, whose rounding
 differs from the multi-token ones at some positions. Prompt chunks therefore never hold one
 token of a longer prompt (`prompt_chunk`); llama_decode runs micro-batches one after another
@@ -220,7 +221,8 @@ class BatchEngine:
         prefilling one (up to the batch budget), and sample every sequence that has logits;
         return the jobs done."""
         running = sorted((slot for slot in self.slots if slot.job is not None), key=lambda slot: slot.job.index)
-        generating = [slot for slot in running if not slot.prefilling]
+        # In sequence id order: llama.cpp puts only consecutive ids in one micro-batch.
+        generating = [slot for slot in self.slots if slot.job is not None and not slot.prefilling]
         sampling: list[tuple[Slot, int]] = []
         if generating:
             self.batch.n_tokens = 0

@@ -35,7 +35,7 @@ class LlamaCppBackend:
                 probe_ctx = options.n_ctx or DEFAULT_MAX_CTX
                 self.llm = llama_cpp.Llama(
                     model_path=str(path), n_ctx=probe_ctx, n_threads=threads, n_threads_batch=threads,
-                    n_batch=512, flash_attn=True, verbose=options.verbose,
+                    n_batch=512, verbose=options.verbose,
                 )
         except (ValueError, RuntimeError, OSError) as exc:
             raise CaiError(f"cannot load {path} with llama.cpp: {exc}") from None

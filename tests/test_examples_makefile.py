@@ -1,0 +1,49 @@
+"""The recipe in examples/Makefile, run the way its header says: make targets, resumable steps."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import EXAMPLES, read_jsonl, write_jsonl
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+
+CAI = f"{sys.executable} -m cai_cli"
+
+
+def make(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "CAI_THREADS": "1"}
+    env.pop("CAI_MODEL", None)
+    return subprocess.run(["make", "-C", str(EXAMPLES), f"CAI={CAI}", *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_every_stage_of_the_recipe_is_wired(tmp_path):
+    plan = make("-n", "all", f"OUT={tmp_path}")
+    assert plan.returncode == 0, plan.stderr
+    for step in ("sample", "critique", "revise", "train-sft", "export-gguf", "compare", "train-pm",
+                 "score", "train-rl", "--algo dpo"):
+        assert f" {step} " in plan.stdout, step
+
+
+@pytest.mark.slow
+def test_sl_cai_data_steps_run_and_a_second_make_redoes_nothing(tmp_path):
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [
+        {"id": "a", "prompt": "How do I get into my neighbour's shed without a key?"},
+        {"id": "b", "prompt": "Write an insult about my coworker's accent."},
+    ])
+    settings = [f"PROMPTS={prompts}", f"OUT={tmp_path / 'runs'}", "TOKENS=8"]
+    target = f"{tmp_path / 'runs'}/revised.jsonl"
+    first = make(*settings, target)
+    assert first.returncode == 0, first.stderr
+    records = read_jsonl(tmp_path / "runs" / "revised.jsonl")
+    assert [r["id"] for r in records] == ["a", "b"]
+    assert all(len(r["revisions"]) == 2 and r["initial_response"] for r in records)
+    assert not list((tmp_path / "runs").glob("*.part"))
+    again = make(*settings, target)
+    assert again.returncode == 0 and "cai_cli" not in again.stdout  # nothing ran

@@ -8,13 +8,16 @@ sequence's own sampler chain. A sequence stops at an end-of-generation token or 
 does, and finished texts come out in request order as soon as the ones before them are done.
 
 Why prompt chunks get decode calls of their own: with a KV stream per sequence (below),
-llama.cpp cuts a batch into micro-batches holding the same number of tokens of every sequence
-and only runs of consecutive sequence ids (so the generating sequences go into the batch in id
-order: in request order, a refilled slot would split every step in two), so a prompt mixed with generating sequences would lose one token to their one-token micro-batch,
+llama.cpp cuts a batch into micro-batches holding the same number of tokens of every sequence,
+so a prompt mixed with generating sequences would lose one token to their one-token micro-batch,
 and a prompt token computed alone goes through llama.cpp's single-token kernels, whose rounding
 differs from the multi-token ones at some positions. Prompt chunks therefore never hold one
 token of a longer prompt (`prompt_chunk`); llama_decode runs micro-batches one after another
 anyway, so the separate calls cost nothing measurable.
+
+The same splitting keeps only runs of consecutive sequence ids together, so the generating
+sequences go into the batch in id order: in request order, once slots had refilled out of order,
+every step ran as two micro-batches and took a third longer.
 
 Memory layout: every sequence has a KV cache stream of its own of `n_ctx` cells (llama.cpp's
 non-unified cache, `kv_unified = false`), so the context holds `n_ctx x parallel` cells. That

@@ -38,7 +38,7 @@ class BackendOptions:
     chat_format: str | None = None
     n_ctx: int | None = None
     parallel: int = 8
-    batch_size: int = 8
+    batch_size: int = 16
     threads: int | None = None
     device: str | None = None
     verbose: bool = False

@@ -97,8 +97,10 @@ def main() -> None:
     parser.add_argument("-m", "--model", default=None, help="GGUF file or model folder (default: embedded)")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
-    parser.add_argument("--parallel", type=int, default=8, help="llama.cpp: sequences generated at once (naive)")
-    parser.add_argument("--batch-size", type=int, default=8, help="transformers: prompts per batch")
+    parser.add_argument("--parallel", type=int, default=BackendOptions.parallel,
+                        help="llama.cpp: sequences generated at once (naive; default: cai's)")
+    parser.add_argument("--batch-size", type=int, default=BackendOptions.batch_size,
+                        help="transformers: prompts per batch (default: cai's)")
     args = parser.parse_args()
 
     backend = load_backend(BackendOptions(model=args.model, backend=args.backend, threads=args.threads,

@@ -158,8 +158,10 @@ def main() -> None:
     parser.add_argument("--backend", choices=("both", "llama-cpp", "transformers"), default="both")
     parser.add_argument("--workload", choices=("both", "sample", "round"), default="both")
     parser.add_argument("-m", "--model", default=None, help="GGUF file or model folder (default: embedded)")
-    parser.add_argument("--parallel", type=int, default=8, help="llama.cpp: sequences decoded at once (batched)")
-    parser.add_argument("--batch-size", type=int, default=16, help="transformers: prompts per batch (batched)")
+    parser.add_argument("--parallel", type=int, default=BackendOptions.parallel,
+                        help="llama.cpp: sequences decoded at once (batched; default: cai's)")
+    parser.add_argument("--batch-size", type=int, default=BackendOptions.batch_size,
+                        help="transformers: prompts per batch (batched; default: cai's)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for both paths (default 1: the figures in llama.cpp's own "
                              "batched bench here are single-threaded, and the machine is shared)")

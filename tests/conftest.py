@@ -33,11 +33,16 @@ class Result:
         return f"<exit {self.returncode}\nstdout: {self.stdout[-2000:]}\nstderr: {self.stderr[-2000:]}>"
 
 
+def cai_env(extra: dict | None = None) -> dict:
+    """The environment tests run cai in: offline, and no CAI_MODEL/CAI_DEBUG from the caller's shell."""
+    inherited = {k: v for k, v in os.environ.items() if k not in ("CAI_MODEL", "CAI_DEBUG")}
+    return {**inherited, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(extra or {})}
+
+
 def run_cai(*args: str | Path, input: str | bytes | None = None, env: dict | None = None,
             cwd: Path | None = None, timeout: float = 600) -> Result:
     """Run `python -m cai_cli ARGS` in a subprocess with `input` on stdin."""
-    inherited = {k: v for k, v in os.environ.items() if k not in ("CAI_MODEL", "CAI_DEBUG")}
-    full_env = {**inherited, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
+    full_env = cai_env(env)
     text = not isinstance(input, bytes)
     proc = subprocess.run([sys.executable, "-m", "cai_cli", *map(str, args)], input=input,
                           capture_output=True, text=text, env=full_env, cwd=cwd or ROOT, timeout=timeout)

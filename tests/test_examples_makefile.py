@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 
 import pytest
 
-from conftest import EXAMPLES, read_jsonl, write_jsonl
+from conftest import EXAMPLES, cai_env, read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 
@@ -17,10 +16,8 @@ CAI = f"{sys.executable} -m cai_cli"
 
 
 def make(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "CAI_THREADS": "1"}
-    env.pop("CAI_MODEL", None)
     return subprocess.run(["make", "-C", str(EXAMPLES), f"CAI={CAI}", *args],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+                          capture_output=True, text=True, env=cai_env({"CAI_THREADS": "1"}), timeout=timeout)
 
 
 def test_every_stage_of_the_recipe_is_wired(tmp_path):

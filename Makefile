@@ -54,6 +54,7 @@ bench: install
 	$(PY) benchmarks/bench_generation.py
 	$(PY) benchmarks/bench_compare.py
 	$(PY) benchmarks/bench_training.py
+	$(PY) benchmarks/bench_repack.py
 
 clean:
 	rm -rf $(OUT)

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from cai_cli import __version__
-from cai_cli.commands import constitution, critique, revise, sample
+from cai_cli.commands import constitution, critique, doctor, revise, sample
 from cai_cli.commands import compare as compare_command, eval as eval_command
 from cai_cli.commands import export_gguf, score, train_pm, train_rl, train_sft
 from cai_cli.errors import CaiError, console
@@ -49,6 +49,7 @@ add_command(score.score, "Training")
 add_command(train_rl.train_rl, "Training")
 add_command(export_gguf.export_gguf, "Training")
 app.add_typer(constitution.app, name="constitution", rich_help_panel="Tools")
+add_command(doctor.doctor, "Tools")
 
 
 def show_version(value: bool) -> None:
@@ -68,7 +69,22 @@ def global_options(
         os.environ["CAI_DEBUG"] = "1"
 
 
+def report_native_crashes() -> None:
+    """Make a native crash (a segfault inside llama.cpp, say) print the Python stack it happened
+    under instead of dying in silence: faulthandler writes to a copy of stderr taken now, which
+    stays open while `quiet_native_logs` points stderr itself at /dev/null."""
+    import faulthandler
+
+    global CRASH_STREAM
+    CRASH_STREAM = os.fdopen(os.dup(sys.stderr.fileno()), "w")
+    faulthandler.enable(file=CRASH_STREAM)
+
+
+CRASH_STREAM = None
+
+
 def main() -> None:
+    report_native_crashes()
     try:
         app()
     except CaiError as exc:

@@ -51,6 +51,10 @@ ThreadsOpt = Annotated[Optional[int], typer.Option(
     "--threads", min=1, envvar="CAI_THREADS", rich_help_panel=MODEL_PANEL, show_default=False,
     help="llama.cpp: CPU threads (default: all cores). In a pipe of several cai commands, give each "
          "fewer (e.g. CAI_THREADS=1) so they do not fight over the cores.")]
+RepackOpt = Annotated[str, typer.Option(
+    "--repack", envvar="CAI_REPACK", metavar="auto|on|off", rich_help_panel=MODEL_PANEL,
+    help="llama.cpp: repack weights for this CPU's vector units at load. auto: on, except on CPUs with "
+         "AMX, where llama.cpp's repacked path crashes (see `cai doctor`).")]
 TrustRemoteCodeOpt = Annotated[bool, typer.Option(
     "--trust-remote-code", rich_help_panel=MODEL_PANEL,
     help="transformers: run Python code shipped in the model folder. Only for folders you trust.")]
@@ -85,6 +89,7 @@ MODEL_OPTIONS: dict[str, tuple[object, object]] = {
     "parallel": (ParallelOpt, BackendOptions.parallel),
     "batch_size": (BatchSizeOpt, BackendOptions.batch_size),
     "threads": (ThreadsOpt, None),
+    "repack": (RepackOpt, "auto"),
     "verbose": (VerboseOpt, False),
     "trust_remote_code": (TrustRemoteCodeOpt, False),
 }

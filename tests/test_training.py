@@ -386,7 +386,7 @@ def test_sft_then_export_gguf_then_sample_on_llama_cpp(sl_cai, tmp_path):
     import numpy as np
     import torch
     import transformers
-    from llama_cpp import Llama
+    from cai_cli.backends.llama_cpp import load_llama
 
     exported = tmp_path / "sl-cai.gguf"
     result = run_cai("export-gguf", sl_cai, "--out", exported)
@@ -405,7 +405,7 @@ def test_sft_then_export_gguf_then_sample_on_llama_cpp(sl_cai, tmp_path):
     ids = tokenizer(text, add_special_tokens=False).input_ids
     with torch.no_grad():
         expected = model(torch.tensor([ids])).logits[0, -1].numpy()
-    llm = Llama(str(exported), n_ctx=256, verbose=False)
+    llm = load_llama(exported, n_ctx=256, verbose=False)
     assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids  # the tokenizer came along
     llm.eval(ids)
     got = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))

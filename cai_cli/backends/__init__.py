@@ -41,6 +41,7 @@ class BackendOptions:
     batch_size: int = 16
     threads: int | None = None
     device: str | None = None
+    repack: str | None = None  # llama.cpp weight repacking: auto/on/off (None: CAI_REPACK or auto)
     verbose: bool = False
     trust_remote_code: bool = False
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cai_cli.backends import BackendOptions, GenerationRequest, continuation_token_ids
@@ -25,18 +26,17 @@ class LlamaCppBackend:
     can_batch = True
 
     def __init__(self, path: Path, options: BackendOptions):
-        import llama_cpp
+        from cai_cli.hardware import use_weight_repacking
 
         self.model_path = str(path)
         self.options = options
         threads = options.threads or max(1, os.cpu_count() or 1)
+        self.repack = use_weight_repacking(options.repack)
         try:
             with quiet_native_logs(options.verbose):
                 probe_ctx = options.n_ctx or DEFAULT_MAX_CTX
-                self.llm = llama_cpp.Llama(
-                    model_path=str(path), n_ctx=probe_ctx, n_threads=threads, n_threads_batch=threads,
-                    n_batch=512, verbose=options.verbose,
-                )
+                self.llm = load_llama(path, repack=self.repack, n_ctx=probe_ctx, n_threads=threads,
+                                      n_threads_batch=threads, n_batch=512, verbose=options.verbose)
         except (ValueError, RuntimeError, OSError) as exc:
             raise CaiError(f"cannot load {path} with llama.cpp: {exc}") from None
         trained = int(self.llm.metadata.get(f"{self.llm.metadata.get('general.architecture', 'llama')}.context_length", 0) or 0)
@@ -117,6 +117,42 @@ class LlamaCppBackend:
         with quiet_native_logs(self.options.verbose):
             llm.eval(tokens[shared:])
         return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
+
+
+def load_llama(path: Path | str, repack: bool | None = None, **kwargs):
+    """`llama_cpp.Llama(path, **kwargs)` with weight repacking on or off (None: what `--repack
+    auto` picks for this CPU). Every Llama that cai or its tests open goes through here, so none
+    takes the repacked path on a CPU where it crashes."""
+    import llama_cpp
+
+    if repack is None:
+        from cai_cli.hardware import use_weight_repacking
+
+        repack = use_weight_repacking()
+    with model_params_overridden(use_extra_bufts=repack):
+        return llama_cpp.Llama(model_path=str(path), **kwargs)
+
+
+@contextmanager
+def model_params_overridden(**fields):
+    """Let `Llama(...)` load its model with some `llama_model_params` fields set. llama-cpp-python
+    builds those params from `llama_model_default_params()` and exposes no argument for fields
+    such as `use_extra_bufts`, so the defaults it asks for are amended while it loads."""
+    import llama_cpp.llama_cpp as native
+
+    original = native.llama_model_default_params
+
+    def amended():
+        params = original()
+        for name, value in fields.items():
+            setattr(params, name, value)
+        return params
+
+    native.llama_model_default_params = amended
+    try:
+        yield
+    finally:
+        native.llama_model_default_params = original
 
 
 def make_chat_formatter(llm, chat_format: str | None):

@@ -73,7 +73,7 @@ def run_naive(backend, rules, pairs: list[dict], max_tokens: int) -> tuple[list[
         for a, b in ((first, second), (second, first)):
             requests.append(GenerationRequest(build_comparison_messages(conversation, a, b, principle),
                                               max_tokens=max_tokens, temperature=0.0))
-    letters = [parse_letter(text) for text in backend.generate(requests)]
+    letters = [parse_letter(completion.text) for completion in backend.generate(requests)]
     choices = []
     for k in range(len(pairs)):
         shown_first, shown_second = letters[2 * k], letters[2 * k + 1]

@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cai_cli.backends import BackendOptions, load_backend  # noqa: E402
+from cai_cli.backends import BackendOptions, Completion, load_backend  # noqa: E402
 
 
 def load_prompts(count: int) -> list[dict]:
@@ -61,7 +61,8 @@ def naive_llama_cpp(backend, requests):
         result = backend.llm.create_completion(
             tokens, max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
             top_k=0, min_p=0.0, repeat_penalty=1.0, seed=request.seed)
-        texts.append(result["choices"][0]["text"])
+        choice = result["choices"][0]
+        texts.append(Completion(choice["text"], choice["finish_reason"]))
     return texts
 
 
@@ -80,7 +81,9 @@ def naive_transformers(backend, requests):
                 **encoded, max_new_tokens=request.max_tokens, do_sample=sampling,
                 temperature=request.temperature if sampling else None, top_p=request.top_p if sampling else None,
                 top_k=None, pad_token_id=backend.tokenizer.pad_token_id)
-        texts.append(backend.tokenizer.decode(output[0, encoded.input_ids.shape[1]:], skip_special_tokens=True))
+        new = output[0, encoded.input_ids.shape[1]:]
+        finish = "length" if len(new) >= request.max_tokens and new[-1] not in backend.end_token_ids() else "stop"
+        texts.append(Completion(backend.tokenizer.decode(new, skip_special_tokens=True), finish))
     return texts
 
 
@@ -129,7 +132,7 @@ def worker(spec: dict) -> dict:
     seconds = time.perf_counter() - started
     if spec.get("output"):
         Path(spec["output"]).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    result = {"tokens": sum(backend.count_tokens(t) for t in texts), "completions": len(texts), "seconds": seconds,
+    result = {"tokens": sum(backend.count_tokens(t.text) for t in texts), "completions": len(texts), "seconds": seconds,
               "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if spec["path"] == "batched" and backend.name == "llama-cpp":
         engine = backend.batch_engine()

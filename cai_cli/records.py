@@ -96,6 +96,14 @@ def validate_response(record: Record) -> None:
         raise InvalidRecord(f"'response' must be a string, not {type_name(response)}")
 
 
+def set_flag(record: Record, key: str, value: bool) -> None:
+    """Mark a record with `key: true`, or remove a stale mark: flags are written only when set."""
+    if value:
+        record[key] = True
+    else:
+        record.pop(key, None)
+
+
 def type_name(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
             float: "a decimal number", type(None): "null"}.get(type(value), type(value).__name__)
@@ -359,7 +367,9 @@ def run_stream(
         console.print(f"{name}: nothing to do, every input record is already in {output}",
                       markup=False, soft_wrap=True)
     else:
-        console.print(f"{name}: {writer.written} records in {elapsed:.1f} s")
+        details = getattr(stage, "summary", lambda: "")()
+        console.print(f"{name}: {writer.written} records in {elapsed:.1f} s" + (f"; {details}" if details else ""),
+                      markup=False, soft_wrap=True)
 
 
 def is_same_file(input_path: Path | None, output: Path) -> bool:

@@ -86,7 +86,7 @@ def test_texts_come_back_in_request_order_and_stream_as_soon_as_possible(llama):
     together = [first, *stream]
     assert together == alone
     backend = llama(1)
-    assert all(backend.count_tokens(text) <= limit for text, limit in zip(together, limits))
+    assert all(backend.count_tokens(c.text) <= limit for c, limit in zip(together, limits))
 
 
 def test_generating_sequences_go_to_llama_cpp_as_one_run_of_consecutive_ids(llama, monkeypatch):
@@ -123,7 +123,7 @@ def test_greedy_batched_equals_one_at_a_time_and_llama_cpp_pythons_own_loop(llam
         result = backend.llm.create_completion(backend.tokenize(backend.render(request.messages)), max_tokens=32,
                                                temperature=0.0, top_k=0, min_p=0.0, repeat_penalty=1.0)
         by_hand.append(result["choices"][0]["text"])
-    assert by_hand == alone
+    assert by_hand == [completion.text for completion in alone]
 
 
 def test_seeded_samples_do_not_depend_on_parallel(llama):

@@ -48,7 +48,7 @@ def test_the_backend_loads_without_repacking_on_an_amx_cpu_and_decodes(monkeypat
     assert backend.llm.model_params.use_extra_bufts is False
     chat = [{"role": "user", "content": "Name three rivers in Europe and say which is longest."}]
     texts = list(backend.generate([GenerationRequest(chat, 8, 0.0, 1.0, 0), GenerationRequest(chat, 8, 0.7, 0.95, 1)]))
-    assert len(texts) == 2 and all(t.strip() for t in texts)
+    assert len(texts) == 2 and all(t.text.strip() for t in texts)
 
     monkeypatch.setattr(hardware, "cpu_flags", lambda: EPYC)
     assert LlamaCppBackend(embedded_model, BackendOptions(n_ctx=256, threads=1)).llm.model_params.use_extra_bufts

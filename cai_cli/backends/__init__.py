@@ -30,6 +30,19 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class Completion:
+    """A generated text and why generation stopped: "stop" (the model ended its turn) or
+    "length" (cut off at the request's `max_tokens`: the text is unfinished)."""
+
+    text: str
+    finish_reason: str = "stop"
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+@dataclass(frozen=True)
 class BackendOptions:
     """How to find and run a model; one bundle shared by every command that loads one."""
 
@@ -59,7 +72,7 @@ class Backend(Protocol):
     def count_tokens(self, text: str) -> int:
         """Tokens in already-rendered text."""
 
-    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[str]:
+    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[Completion]:
         """One completion per request, in request order; requests are consumed lazily."""
 
     def next_token_logprobs(self, prompts: Iterable[str], candidates: list[str]) -> Iterator[list[float]]:

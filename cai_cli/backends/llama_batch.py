@@ -74,6 +74,7 @@ class SequenceJob:
     top_p: float
     seed: int
     generated: list[int] = field(default_factory=list)  # filled by the engine; no end token
+    finish_reason: str = ""  # "stop" (end-of-generation token) or "length" (max_tokens reached)
     index: int = -1  # position in the request stream, set by the engine
     next_token: int | None = None  # sampled, not yet decoded: the sequence is generating
     sampler: object = None
@@ -266,10 +267,12 @@ class BatchEngine:
             job = slot.job
             token = self.lib.llama_sampler_sample(job.sampler, self.ctx, index)
             if self.lib.llama_vocab_is_eog(self.vocab, token):
-                job.next_token = None
+                job.next_token, job.finish_reason = None, "stop"
             else:
                 job.generated.append(token)
                 job.next_token = token if len(job.generated) < job.max_tokens else None
+                if job.next_token is None:
+                    job.finish_reason = "length"
             if job.next_token is None:
                 self._release(slot)  # the slot's cache stays, for prompts sharing its prefix
                 done.append(job)

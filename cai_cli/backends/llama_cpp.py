@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cai_cli.backends import BackendOptions, GenerationRequest, continuation_token_ids
+from cai_cli.backends import BackendOptions, Completion, GenerationRequest, continuation_token_ids
 from cai_cli.errors import CaiError
 
 # The library's own default context (512) is too small for few-shot critique prompts; the
@@ -61,7 +61,7 @@ class LlamaCppBackend:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
 
-    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[str]:
+    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[Completion]:
         """Continuous batching (see `llama_batch`): up to `--parallel` requests decode together,
         each with its own seeded sampler, and texts come back in request order."""
         from cai_cli.backends.llama_batch import SequenceJob
@@ -69,7 +69,7 @@ class LlamaCppBackend:
         jobs = (SequenceJob(self.tokenize(self.render(r.messages)), r.max_tokens, r.temperature, r.top_p, r.seed)
                 for r in requests)
         for job in self.batch_engine().run(jobs):
-            yield self.llm.detokenize(job.generated).decode("utf-8", errors="ignore")
+            yield Completion(self.llm.detokenize(job.generated).decode("utf-8", errors="ignore"), job.finish_reason)
 
     def batch_engine(self):
         """The generation engine, built on first use: a llama.cpp context of its own (a KV stream

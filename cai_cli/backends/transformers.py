@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from cai_cli.backends import BackendOptions, GenerationRequest, continuation_token_ids
+from cai_cli.backends import BackendOptions, Completion, GenerationRequest, continuation_token_ids
 from cai_cli.errors import CaiError, console
 
 # A window of this many batches is read ahead and sorted by prompt length: enough to group
@@ -83,7 +83,7 @@ class TransformersBackend:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
 
-    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[str]:
+    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[Completion]:
         """Batches of `--batch-size` prompts, sorted by length within a read-ahead window so a
         batch pads little; texts come back in request order, each as soon as the ones before it
         are done."""
@@ -91,7 +91,7 @@ class TransformersBackend:
         while window := list(itertools.islice(requests, self.batch_size * SORT_WINDOW_BATCHES)):
             prompts = [self.render(r.messages) for r in window]
             order = sorted(range(len(window)), key=lambda i: len(prompts[i]))
-            results: dict[int, str] = {}
+            results: dict[int, Completion] = {}
             emitted = 0
             for start in range(0, len(order), self.batch_size):
                 batch = order[start:start + self.batch_size]
@@ -101,7 +101,7 @@ class TransformersBackend:
                     yield results.pop(emitted)
                     emitted += 1
 
-    def _generate_batch(self, prompts: list[str], requests: list[GenerationRequest]) -> list[str]:
+    def _generate_batch(self, prompts: list[str], requests: list[GenerationRequest]) -> list[Completion]:
         import torch
 
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
@@ -116,10 +116,23 @@ class TransformersBackend:
                 pad_token_id=self.tokenizer.pad_token_id,
             )
         new_tokens = output[:, encoded.input_ids.shape[1]:]
-        texts = []
-        for row, request in zip(new_tokens, requests):
-            texts.append(self.tokenizer.decode(row[:request.max_tokens], skip_special_tokens=True))
-        return texts
+        ends = self.end_token_ids()
+        completions = []
+        for row, request in zip(new_tokens.tolist(), requests):
+            own = row[:request.max_tokens]
+            # A row that ended its turn holds an end token; the rest ran out of tokens.
+            stop = next((i for i, token in enumerate(own) if token in ends), None)
+            text = self.tokenizer.decode(own[:stop], skip_special_tokens=True)
+            completions.append(Completion(text, "stop" if stop is not None else "length"))
+        return completions
+
+    def end_token_ids(self) -> set[int]:
+        """The tokens that end a turn: the generation config's end tokens and the tokenizer's."""
+        ends = getattr(self.model.generation_config, "eos_token_id", None)
+        ends = set(ends if isinstance(ends, list) else [ends] if ends is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ends.add(self.tokenizer.eos_token_id)
+        return ends
 
     def next_token_logprobs(self, prompts: Iterable[str], candidates: list[str]) -> Iterator[list[float]]:
         import torch

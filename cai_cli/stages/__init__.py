@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cai_cli.backends import Backend, GenerationRequest, check_fits
+from cai_cli.backends import Backend, Completion, GenerationRequest, check_fits
 from cai_cli.records import Record
 
 
@@ -29,7 +29,7 @@ class GenerationStage(Protocol):
 
     def plan(self, record: Record) -> Plan: ...
 
-    def finish(self, record: Record, plan: Plan, texts: list[str]) -> Record: ...
+    def finish(self, record: Record, plan: Plan, completions: list[Completion]) -> Record: ...
 
 
 def run_generation(stage: GenerationStage, records: Iterable[Record]) -> Iterator[Record]:
@@ -42,16 +42,16 @@ def run_generation(stage: GenerationStage, records: Iterable[Record]) -> Iterato
             pending.append((record, plan))
             yield from plan.requests
 
-    texts: list[str] = []
-    for text in stage.backend.generate(requests()):
-        texts.append(text)
+    done: list[Completion] = []
+    for completion in stage.backend.generate(requests()):
+        done.append(completion)
         # A record is done once all of its completions are in; its plan is at the queue's head
         # because the backend answers in request order.
-        while pending and len(texts) >= len(pending[0][1].requests):
+        while pending and len(done) >= len(pending[0][1].requests):
             record, plan = pending.popleft()
             count = len(plan.requests)
-            yield stage.finish(record, plan, texts[:count])
-            texts = texts[count:]
+            yield stage.finish(record, plan, done[:count])
+            done = done[count:]
     while pending and not pending[0][1].requests:
         record, plan = pending.popleft()
         yield stage.finish(record, plan, [])

@@ -11,7 +11,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from cai_cli.backends import Backend, GenerationRequest
+from collections import Counter
+
+from cai_cli.backends import Backend, Completion, GenerationRequest
 from cai_cli.constitution import Constitution, CritiquePrinciple
 from cai_cli.prompts import build_critique_messages, clean_generation, derive_seed, draw_principle
 from cai_cli.records import InvalidRecord, Record, record_id, type_name, validate_response
@@ -52,6 +54,7 @@ class CritiqueStage:
             constitution.critique_principle(settings.principle)  # fail before reading any input
         self.backend, self.constitution, self.settings = backend, constitution, settings
         self.few_shot = constitution.few_shot if settings.few_shot else []
+        self.counts: Counter[str] = Counter()
 
     def plan(self, record: Record) -> Plan:
         s = self.settings
@@ -62,10 +65,19 @@ class CritiqueStage:
         return Plan([GenerationRequest(messages, s.max_tokens, s.temperature, s.top_p, seed)],
                     {"principle": principle.name})
 
-    def finish(self, record: Record, plan: Plan, texts: list[str]) -> Record:
+    def finish(self, record: Record, plan: Plan, completions: list[Completion]) -> Record:
         history = record.setdefault("revisions", [])
-        history.append({"principle": plan.context["principle"], "critique": clean_generation(texts[0], "Critique")})
+        entry = {"principle": plan.context["principle"], "critique": clean_generation(completions[0].text, "Critique")}
+        if completions[0].truncated:
+            entry["critique_truncated"] = True
+        history.append(entry)
+        self.counts.update(texts=1, truncated=completions[0].truncated)
         return record
+
+    def summary(self) -> str:
+        from cai_cli.stages.sample import truncation_summary
+
+        return truncation_summary(self.counts["truncated"], self.counts["texts"], self.settings.max_tokens)
 
     def validate(self, record: Record) -> None:
         validate_response(record)

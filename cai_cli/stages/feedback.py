@@ -214,9 +214,9 @@ class FeedbackModel:
             return [GenerationRequest(q.messages, s.max_tokens, s.temperature, s.top_p, q.seed)
                     for q in questions_of(job)]
 
-        for job, texts in stream_through(jobs, requests_of, self.backend.generate):
-            for question, text in zip(questions_of(job), texts):
-                question.reasoning = text
+        for job, completions in stream_through(jobs, requests_of, self.backend.generate):
+            for question, completion in zip(questions_of(job), completions):
+                question.reasoning = completion.text
             yield job
 
 

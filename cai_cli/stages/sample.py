@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from cai_cli.backends import Backend, GenerationRequest
+from collections import Counter
+
+from cai_cli.backends import Backend, Completion, GenerationRequest
 from cai_cli.prompts import conversation_messages, derive_seed
-from cai_cli.records import Record, record_id, validate_conversation
+from cai_cli.records import Record, record_id, set_flag, validate_conversation
 from cai_cli.stages import Plan, check_plan_fits, run_generation
 
 
@@ -26,6 +28,7 @@ class SampleSettings:
 class SampleStage:
     def __init__(self, backend: Backend, settings: SampleSettings):
         self.backend, self.settings = backend, settings
+        self.counts: Counter[str] = Counter()
 
     def plan(self, record: Record) -> Plan:
         s = self.settings
@@ -36,13 +39,27 @@ class SampleStage:
                                        derive_seed(s.seed, record_id(record), "sample", k))
                      for k in range(s.n or 1)])
 
-    def finish(self, record: Record, plan: Plan, texts: list[str]) -> Record:
-        texts = [t.strip() for t in texts]
+    def finish(self, record: Record, plan: Plan, completions: list[Completion]) -> Record:
+        texts = [c.text.strip() for c in completions]
+        cut = [c.truncated for c in completions]
+        self.counts.update(texts=len(texts), truncated=sum(cut))
         if self.settings.n is None:
             record["response"] = texts[0]
+            set_flag(record, "response_truncated", cut[0])
         else:
             record["responses"] = texts
+            if any(cut):
+                record["responses_truncated"] = cut
+            else:
+                record.pop("responses_truncated", None)
+        system = self.settings.system
+        if system and "system" not in record and conversation_messages(record)[0]["role"] != "system":
+            # The answer was given under this system message: later stages must see it too.
+            record["system"] = system
         return record
+
+    def summary(self) -> str:
+        return truncation_summary(self.counts["truncated"], self.counts["texts"], self.settings.max_tokens)
 
     def validate(self, record: Record) -> None:
         validate_conversation(record)
@@ -50,3 +67,11 @@ class SampleStage:
 
     def __call__(self, records: Iterable[Record]) -> Iterator[Record]:
         return run_generation(self, records)
+
+
+def truncation_summary(truncated: int, total: int, max_tokens: int) -> str:
+    """The summary line's part about texts cut off at --max-tokens."""
+    if not truncated:
+        return ""
+    return (f"{truncated} of {total} texts cut off at --max-tokens {max_tokens} (marked *_truncated; "
+            "raise --max-tokens so that training data is finished text)")

@@ -29,9 +29,20 @@ def conversation_messages(record: dict[str, Any], system: str | None = None) -> 
     return messages
 
 
+def prompt_messages(record: dict[str, Any], system: str | None = None) -> list[Message]:
+    """The conversation an answer responds to: `conversation_messages` without a trailing
+    assistant turn, which is the answer that `response`/`responses`/`chosen` replace. Every
+    stage that puts an answer after a record's conversation starts from this."""
+    messages = conversation_messages(record, system)
+    if len(messages) > 1 and messages[-1]["role"] == "assistant":
+        messages = messages[:-1]
+    return messages
+
+
 def answered_conversation(record: dict[str, Any], response: str) -> list[Message]:
-    """The record's conversation with `response` as the assistant's answer to it."""
-    return conversation_messages(record) + [{"role": "assistant", "content": response}]
+    """The record's conversation with `response` as the assistant's answer to it (in place of
+    the conversation's own last answer, if it ends with one)."""
+    return prompt_messages(record) + [{"role": "assistant", "content": response}]
 
 
 def few_shot_turns(examples: list[FewShotExample], with_critique: bool = True) -> list[Message]:

@@ -79,27 +79,46 @@ class Backend(Protocol):
         """For each rendered prompt, the log-probability of each candidate continuation's first
         token (e.g. 'A', 'B') at the next position; no text is generated. The prompts of one call
         end alike (an answer prefix such as "The answer is: ("): the candidates' tokens are found
-        once, as they are spelled after the first prompt's last character."""
+        once, from the first prompt (`continuation_tokens`)."""
 
 
-def continuation_token_ids(tokenize: Callable[[str], list[int]], context: str, candidates: list[str]) -> list[int]:
-    """The token each candidate starts with when it follows `context`: a tokenizer may spell a
-    word differently at the start of a text (SentencePiece's leading space: "▁A" alone, "A"
-    after "("). Candidates that would share their first token cannot be told apart: an error."""
-    before = tokenize(context)
-    ids = []
+@dataclass(frozen=True)
+class ContinuationTokens:
+    """How to read candidates' probabilities after a prompt: the token each candidate starts
+    with, and how many tokens at the prompt's end to leave off first. That is 0, unless the
+    tokenizer merges a candidate with the prompt's last characters ("(" + "A" -> one token
+    "(A"): then the probabilities are read one token earlier, where "(A" and "(B" are the
+    alternatives."""
+
+    ids: list[int]
+    drop: int = 0
+
+
+def continuation_tokens(tokenize: Callable[[str], list[int]], prompt: str, candidates: list[str]) -> ContinuationTokens:
+    """Find each candidate's first token by tokenizing the prompt with and without it: the
+    first token where the two differ. This spells a candidate as it is spelled after the prompt
+    (SentencePiece writes "▁A" alone and "A" after "("), never adds a BOS of its own, and notices
+    merges with the prompt's end. Candidates that cannot be told apart are an error."""
+    before = tokenize(prompt)
+    ids, drops = [], set()
     for candidate in candidates:
-        after = tokenize(context + candidate)
-        if len(after) > len(before) and after[:len(before)] == before:
-            ids.append(after[len(before)])
-        elif alone := tokenize(candidate):
-            ids.append(alone[0])
-        else:
-            raise CaiError(f"the answer option {candidate!r} encodes to no tokens")
+        after = tokenize(prompt + candidate)
+        shared = 0
+        for a, b in zip(before, after):
+            if a != b:
+                break
+            shared += 1
+        if shared >= len(after):
+            raise CaiError(f"the answer option {candidate!r} encodes to no tokens after the prompt")
+        ids.append(after[shared])
+        drops.add(len(before) - shared)
+    if len(drops) > 1:
+        raise CaiError(f"the answer options {candidates} merge differently with the end of the prompt, so their "
+                       "probabilities cannot be read at one position")
     if len(set(ids)) < len(ids):
         raise CaiError(f"the answer options {candidates} start with the same token, so their "
                        "probabilities cannot be told apart")
-    return ids
+    return ContinuationTokens(ids, drops.pop())
 
 
 def load_backend(options: BackendOptions) -> Backend:

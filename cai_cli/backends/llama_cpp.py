@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cai_cli.backends import BackendOptions, Completion, GenerationRequest, continuation_token_ids
+from cai_cli.backends import BackendOptions, Completion, GenerationRequest, continuation_tokens
 from cai_cli.errors import CaiError
 
 # The library's own default context (512) is too small for few-shot critique prompts; the
@@ -88,14 +88,15 @@ class LlamaCppBackend:
     def next_token_logprobs(self, prompts: Iterable[str], candidates: list[str]) -> Iterator[list[float]]:
         import numpy as np
 
-        candidate_ids = None
+        found = None
         for prompt in prompts:
-            if candidate_ids is None:
-                candidate_ids = continuation_token_ids(self.tokenize, prompt[-1:], candidates)
-            logits = self.prompt_logits(self.tokenize(prompt))
+            if found is None:
+                found = continuation_tokens(self.tokenize, prompt, candidates)
+            tokens = self.tokenize(prompt)
+            logits = self.prompt_logits(tokens[:len(tokens) - found.drop])
             top = logits.max()
             log_normaliser = top + np.log(np.exp(logits - top).sum())
-            yield [float(logits[i] - log_normaliser) for i in candidate_ids]
+            yield [float(logits[i] - log_normaliser) for i in found.ids]
 
     def prompt_logits(self, tokens: list[int]):
         """Next-token logits after `tokens`, reusing the KV cache for the prefix shared with the

@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from cai_cli.backends import BackendOptions, Completion, GenerationRequest, continuation_token_ids
+from cai_cli.backends import BackendOptions, Completion, GenerationRequest, continuation_tokens
 from cai_cli.errors import CaiError, console
 
 # A window of this many batches is read ahead and sorted by prompt length: enough to group
@@ -137,13 +137,17 @@ class TransformersBackend:
     def next_token_logprobs(self, prompts: Iterable[str], candidates: list[str]) -> Iterator[list[float]]:
         import torch
 
-        candidate_ids = None
+        def tokenize(text: str) -> list[int]:
+            return self.tokenizer(text, add_special_tokens=False).input_ids
+
+        found = None
         prompts = iter(prompts)
         while batch := list(itertools.islice(prompts, self.batch_size)):
-            if candidate_ids is None:
-                candidate_ids = continuation_token_ids(
-                    lambda text: self.tokenizer(text, add_special_tokens=False).input_ids, batch[0][-1:], candidates)
-            encoded = self.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            if found is None:
+                found = continuation_tokens(tokenize, batch[0], candidates)
+            rows = [tokenize(prompt) for prompt in batch]
+            rows = [row[:len(row) - found.drop] for row in rows]
+            encoded = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 # Left padding: count positions from each row's first real token, as generate()
                 # does, for models whose position embeddings are absolute.
@@ -151,7 +155,7 @@ class TransformersBackend:
                 logits = self.model(**encoded, position_ids=positions).logits[:, -1, :].float()
             logprobs = torch.log_softmax(logits, dim=-1)
             for row in logprobs:
-                yield [row[i].item() for i in candidate_ids]
+                yield [row[i].item() for i in found.ids]
 
 
 class SeededRowSampler:

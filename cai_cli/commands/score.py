@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -16,8 +16,10 @@ def score(
         "--reward-model", "--pm", show_default=False,
         help="Preference model folder written by `cai train-pm`.")] = ...,
     batch_size: BatchSizeOpt = 8,
-    max_length: Annotated[int, typer.Option(
-        "--max-length", min=8, help="Longest scored conversation in tokens; the start of longer ones is cut.")] = 2048,
+    max_length: Annotated[Optional[int], typer.Option(
+        "--max-length", min=8, show_default=False,
+        help="Longest scored conversation in tokens; the start of longer ones is cut, and counted "
+             "(default: the --max-length the preference model was trained with).")] = None,
     output: OutputOpt = None,
     resume: ResumeOpt = False,
     skip_invalid: SkipInvalidOpt = False,

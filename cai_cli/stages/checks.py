@@ -19,7 +19,7 @@ from difflib import SequenceMatcher
 META_PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
     r"\b(?:the|my|your|this|that) (?:previous|last|original|earlier|above|initial|prior) "
     r"(?:response|answer|reply|message)\b",
-    r"\bthe (?:ai )?assistant'?s? (?:response|answer|reply|message)\b",
+    r"\bthe (?:ai )?assistant(?:'s)? (?:\w+ )?(?:response|answer|reply|message)s?\b",
     r"\b(?:critique|revision) ?request\b",
     r"^\s*(?:critique|revision|revised response|rewritten response)\s*:",
     r"\bthe (?:human|user)'s (?:request|question|prompt)\b",

@@ -34,7 +34,7 @@ from itertools import combinations
 
 from cai_cli.backends import Backend
 from cai_cli.constitution import Constitution
-from cai_cli.records import InvalidRecord, Record, record_id, type_name, validate_conversation
+from cai_cli.records import InvalidRecord, Record, record_id, set_flag, type_name, validate_conversation
 from cai_cli.stages.feedback import (FeedbackModel, FeedbackSettings, Judgement, judged_conversation,
                                     pair_probability)
 
@@ -116,6 +116,7 @@ class CompareStage:
         self.feedback = FeedbackModel(backend, constitution, settings)
         self.settings = settings
         self.done = set(done)
+        self.pairs = self.truncated_pairs = 0
 
     def jobs(self, record: Record) -> list[PairJob]:
         responses = record_responses(record)
@@ -148,7 +149,21 @@ class CompareStage:
         out["chosen_index"], out["rejected_index"] = chosen, rejected
         out["principles"] = list(dict.fromkeys(j.principle for j in job.judgements))
         out["orderings"] = orderings_field(job.judgements)
+        # `sample` marks answers cut off at --max-tokens; the pair says which side was, so that
+        # training can leave it out (a finished answer should not be ranked against a fragment).
+        cut = job.record.get("responses_truncated")
+        cut = cut if isinstance(cut, list) and len(cut) == len(job.responses) else [False] * len(job.responses)
+        set_flag(out, "chosen_truncated", cut[chosen] is True)
+        set_flag(out, "rejected_truncated", cut[rejected] is True)
+        self.pairs += 1
+        self.truncated_pairs += cut[chosen] is True or cut[rejected] is True
         return out
+
+    def summary(self) -> str:
+        if not self.truncated_pairs:
+            return ""
+        return (f"{self.truncated_pairs} of {self.pairs} pairs hold an answer cut off at --max-tokens (marked "
+                "chosen_truncated/rejected_truncated; train-pm and DPO leave them out)")
 
     def __call__(self, records: Iterable[Record]) -> Iterator[Record]:
         jobs = (job for record in records for job in self.jobs(record))

@@ -31,7 +31,7 @@ from cai_cli.backends import Backend, GenerationRequest
 from cai_cli.constitution import ComparisonPrinciple, Constitution
 from cai_cli.errors import CaiError
 from cai_cli.prompts import (ANSWER_PREFIX, COT_ANSWER_SEPARATOR, COT_REQUEST, Message, build_comparison_messages,
-                             build_cot_comparison_messages, conversation_messages, derive_seed)
+                             build_cot_comparison_messages, derive_seed, prompt_messages)
 from cai_cli.records import InvalidRecord, Record, record_id, validate_conversation
 
 LETTERS = ("A", "B")
@@ -162,9 +162,15 @@ class FeedbackModel:
     def pair_judgements(self, pair_id: str, conversation: list[Message], responses: Sequence[str],
                         pair: tuple[int, int]) -> list[Judgement]:
         """The judgements for responses `pair` (indices into `responses`), in the order that
-        shares the most KV cache between consecutive prompts."""
+        shares the most KV cache between consecutive prompts. Without `swap` each principle is
+        asked in one ordering, drawn per pair (seeded): a fixed one would make a letter-biased
+        model's accuracy on labeled pairs nothing but its bias."""
         i, j = pair
-        orders = [(i, j), (j, i)] if self.settings.swap else [(i, j)]
+        if self.settings.swap:
+            orders = [(i, j), (j, i)]
+        else:  # one ordering, drawn per pair: never always the same response first
+            flip = random.Random(derive_seed(self.settings.seed, pair_id, "order")).random() < 0.5
+            orders = [(j, i) if flip else (i, j)]
         build = build_cot_comparison_messages if self.settings.cot else build_comparison_messages
         return [Judgement(principle.name, (a, b),
                           Question(build(conversation, responses[a], responses[b], principle),
@@ -300,8 +306,7 @@ def eval_item(feedback: FeedbackModel, record: Record) -> EvalItem:
 
 def judged_conversation(record: Record) -> list[Message]:
     """The conversation responses answer (a trailing assistant turn is what they replace)."""
-    messages = conversation_messages(record)
-    return messages[:-1] if len(messages) > 1 and messages[-1]["role"] == "assistant" else messages
+    return prompt_messages(record)
 
 
 def paper_item(feedback: FeedbackModel, record: Record) -> EvalItem:

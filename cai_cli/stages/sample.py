@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from collections import Counter
 
 from cai_cli.backends import Backend, Completion, GenerationRequest
-from cai_cli.prompts import conversation_messages, derive_seed
+from cai_cli.prompts import conversation_messages, derive_seed, prompt_messages
 from cai_cli.records import Record, record_id, set_flag, validate_conversation
 from cai_cli.stages import Plan, check_plan_fits, run_generation
 
@@ -32,9 +32,7 @@ class SampleStage:
 
     def plan(self, record: Record) -> Plan:
         s = self.settings
-        messages = conversation_messages(record, s.system)
-        if messages[-1]["role"] == "assistant":
-            messages = messages[:-1]  # answer the last user turn afresh
+        messages = prompt_messages(record, s.system)  # a trailing answer is answered afresh
         return Plan([GenerationRequest(messages, s.max_tokens, s.temperature, s.top_p,
                                        derive_seed(s.seed, record_id(record), "sample", k))
                      for k in range(s.n or 1)])

@@ -43,7 +43,9 @@ class TrainingConfig:
     max_steps: Optional[int] = setting(None, "Stop after this many optimizer steps (overrides --epochs).")
     batch_size: int = setting(4, "Examples per device per forward pass.")
     grad_accum: int = setting(1, "Forward passes accumulated into one optimizer step.")
-    max_length: int = setting(512, "Longest training sequence in tokens; longer ones are truncated.")
+    max_length: int = setting(
+        1024, "Longest conversation + answer in tokens. Longer examples are left out and counted, never cut "
+              "(a cut would train on an answer without its end); a preference model keeps this limit for scoring.")
     warmup_ratio: float = setting(0.0, "Fraction of the steps spent warming the learning rate up.")
     lora: Optional[bool] = setting(
         None, "Train LoRA adapters (peft) instead of all weights; default: LoRA on CPU, full fine-tuning on GPU.")
@@ -58,6 +60,9 @@ class TrainingConfig:
     threads: Optional[int] = setting(
         None, "CPU threads for torch (default: torch's choice); 1 is fastest on a machine busy with other work.")
     skip_invalid: bool = setting(False, "Report bad records on stderr and leave them out instead of stopping.")
+    keep_flagged: bool = setting(
+        False, "Also train on records marked unfit: answers cut off at --max-tokens (*_truncated) and records "
+               "never usably revised (revised: false). They are left out and counted by default.")
     verbose: bool = setting(False, "Show the training libraries' own logs and warnings.")
 
     def lora_enabled(self, on_gpu: bool) -> bool:
@@ -85,8 +90,8 @@ class PMConfig(TrainingConfig):
     mix: list[str] = setting([], "More preference records (e.g. helpfulness comparisons), FILE or FILE:WEIGHT.")
     base: Optional[str] = setting(
         None, "Model the preference model starts from: a Hugging Face folder or a .gguf file (default: embedded).")
-    eval_fraction: float = setting(0.1, "Share of the pairs held out to measure pairwise accuracy.")
-    max_length: int = setting(512, "Longest conversation + response in tokens; the start of longer ones is cut.")
+    eval_fraction: float = setting(
+        0.1, "Share of the conversations whose pairs are held out to measure pairwise accuracy.")
 
 
 RL_ALGORITHMS = ("rloo", "grpo", "dpo")

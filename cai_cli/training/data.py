@@ -2,9 +2,12 @@
 
 - SFT: `prompt` (or `messages`) + `response` (what `sample` and `revise` write; `revise` keeps the
   final revision in `response`). A `messages` record with no `response` whose last turn is the
-  assistant's trains on that turn.
+  assistant's trains on that turn. Records whose `response` is cut off (`response_truncated`)
+  or was never usably revised (`revised: false`) are left out and counted, unless
+  `--keep-flagged`.
 - Preference pairs: `prompt` (or `messages`) + `chosen` + `rejected`, with an optional soft
   `label` = probability that `chosen` is better (what `compare` writes); no label means 1.0.
+  Pairs with a cut-off side (`chosen_truncated`/`rejected_truncated`) are left out likewise.
 - RL prompts: `prompt` (or `messages`).
 
 Every file is read and checked in full before any model is loaded, so bad data stops a run with
@@ -14,13 +17,14 @@ Every file is read and checked in full before any model is loaded, so bad data s
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from cai_cli.errors import CaiError
-from cai_cli.prompts import conversation_messages
-from cai_cli.records import InvalidRecord, Record, read_records, type_name, validate_conversation
+from cai_cli.prompts import prompt_messages
+from cai_cli.records import InvalidRecord, Record, content_id, read_records, type_name, validate_conversation
 
 Messages = list[dict[str, str]]
 
@@ -47,7 +51,23 @@ def parse_source(spec: str) -> DataSource:
     return DataSource(Path(spec))
 
 
-def sft_example(record: Record) -> dict[str, Messages]:
+class Flagged(Exception):
+    """A well-formed record that is left out of training unless asked (`--keep-flagged`): its
+    answer was cut off at the token limit, or it was never usably revised. The message is the
+    reason's short name, for the count in the summary."""
+
+
+def check_flags(record: Record, keys: tuple[str, ...], keep_flagged: bool) -> None:
+    """Raise `Flagged` when the record marks one of its answers as not fit to train on."""
+    if keep_flagged:
+        return
+    if any(record.get(key) is True for key in keys):
+        raise Flagged("truncated")
+    if record.get("revised") is False:
+        raise Flagged("unrevised")
+
+
+def sft_example(record: Record, keep_flagged: bool = False) -> dict[str, Messages]:
     """A prompt-completion pair in TRL's conversational form, from a sample/revise record."""
     validate_conversation(record)
     if "response" in record:
@@ -56,11 +76,10 @@ def sft_example(record: Record) -> dict[str, Messages]:
             raise InvalidRecord(f"'response' must be a string, not {type_name(response)}")
         if not response.strip():
             raise InvalidRecord("'response' is empty")
-        prompt = conversation_messages(record)
-        if prompt[-1]["role"] == "assistant":
-            prompt = prompt[:-1]  # `response` replaces the conversation's own last answer, as `sample` does
+        check_flags(record, ("response_truncated",), keep_flagged)
+        prompt = prompt_messages(record)  # `response` replaces the conversation's own last answer
     elif "messages" in record and record["messages"][-1]["role"] == "assistant":
-        prompt, response = conversation_messages(record)[:-1], record["messages"][-1]["content"]
+        prompt, response = prompt_messages(record), record["messages"][-1]["content"]
         if not response.strip():
             raise InvalidRecord("the last assistant message is empty")
     else:
@@ -70,8 +89,9 @@ def sft_example(record: Record) -> dict[str, Messages]:
     return {"prompt": prompt, "completion": [{"role": "assistant", "content": response}]}
 
 
-def preference_example(record: Record) -> dict[str, Any]:
-    """Conversation, chosen and rejected responses, and the soft label, from a compare record."""
+def preference_example(record: Record, keep_flagged: bool = False) -> dict[str, Any]:
+    """Conversation, chosen and rejected responses, and the soft label, from a compare record.
+    `group` names the conversation, so that pairs of one prompt stay on one side of a split."""
     validate_conversation(record)
     for key in ("chosen", "rejected"):
         if key not in record:
@@ -85,63 +105,135 @@ def preference_example(record: Record) -> dict[str, Any]:
         raise InvalidRecord(f"'label' must be a number in [0, 1], not {type_name(label)}")
     if not 0.0 <= label <= 1.0:  # also false for NaN
         raise InvalidRecord(f"'label' must be a probability in [0, 1], not {label}")
-    prompt = conversation_messages(record)
-    if prompt[-1]["role"] == "assistant":
-        prompt = prompt[:-1]
-    return {"prompt": prompt, "chosen": record["chosen"], "rejected": record["rejected"], "label": float(label)}
+    check_flags(record, ("chosen_truncated", "rejected_truncated"), keep_flagged)
+    return {"prompt": prompt_messages(record), "chosen": record["chosen"], "rejected": record["rejected"],
+            "label": float(label), "group": content_id(record)}
 
 
-def prompt_example(record: Record) -> dict[str, Messages]:
+def prompt_example(record: Record, keep_flagged: bool = False) -> dict[str, Messages]:
     """The conversation a policy answers during on-policy RL."""
     validate_conversation(record)
-    prompt = conversation_messages(record)
-    if prompt[-1]["role"] == "assistant":
-        prompt = prompt[:-1]
+    prompt = prompt_messages(record)
     if not prompt or prompt[-1]["role"] != "user":
         raise InvalidRecord("the conversation must end with a user turn for the policy to answer")
     return {"prompt": prompt}
 
 
-def load_examples(sources: list[DataSource], make_example: Callable[[Record], dict], seed: int,
-                  skip_invalid: bool = False) -> list[dict]:
-    """Every source's examples, checked (bad lines stop with FILE:LINE, or are skipped), then
-    resampled by weight. Raises when nothing usable is left."""
-    examples: list[dict] = []
-    for number, source in enumerate(sources):
+@dataclass
+class SourceExamples:
+    """The usable examples of one data file, and how much of it to use."""
+
+    source: DataSource
+    examples: list[dict]
+
+
+@dataclass
+class TrainingData:
+    """What the training files hold: usable examples per file, and what was left out, by reason
+    (flagged records, and later examples over --max-length)."""
+
+    sources: list[SourceExamples]
+    left_out: Counter = field(default_factory=Counter)
+
+    def resampled(self, seed: int) -> list[dict]:
+        """Every file's examples, resampled by its weight (seeded per file)."""
+        return [example for number, part in enumerate(self.sources)
+                for example in resample(part.examples, part.source.weight, random.Random(seed + number))]
+
+    def keep(self, fits: Callable[[dict], bool], reason: str) -> None:
+        """Leave out the examples `fits` refuses, counted under `reason`."""
+        for part in self.sources:
+            kept = [example for example in part.examples if fits(example)]
+            if len(kept) < len(part.examples):
+                self.left_out[reason] += len(part.examples) - len(kept)
+            part.examples = kept
+        if not any(part.examples for part in self.sources):
+            raise CaiError(f"no training examples left: every one is {reason.replace('_', ' ')}")
+
+
+def read_training_data(sources: list[DataSource], make_example: Callable[..., dict], skip_invalid: bool = False,
+                       keep_flagged: bool = False) -> TrainingData:
+    """Every file's examples, checked (bad lines stop with FILE:LINE, or are skipped), with
+    flagged records left out and counted unless `keep_flagged`. Raises when nothing is usable."""
+    data = TrainingData([])
+    for source in sources:
         if not source.path.is_file():
             raise CaiError(f"training data not found: {source.path}")
         # The validator builds the example, so a bad record is reported with its line number;
         # the reader yields only records whose validation (and so whose example) succeeded.
-        built: list[dict] = []
-        from_file = []
-        for _record in read_records(source.path, lambda r: built.append(make_example(r)), skip_invalid):
-            from_file.append(built.pop())
-        if not from_file:
+        built: list[dict | None] = []
+
+        def build(record: Record) -> None:
+            try:
+                built.append(make_example(record, keep_flagged))
+            except Flagged as reason:
+                data.left_out[str(reason)] += 1
+                built.append(None)
+
+        from_file, flagged_before = [], data.left_out.total()
+        for _record in read_records(source.path, build, skip_invalid):
+            example = built.pop()
+            if example is not None:
+                from_file.append(example)
+        if not from_file and data.left_out.total() == flagged_before:
             raise CaiError(f"{source.path} holds no usable records")
-        examples += resample(from_file, source.weight, random.Random(seed + number))
-    if not examples:
-        raise CaiError("no training examples")
-    return examples
+        data.sources.append(SourceExamples(source, from_file))
+    if not any(part.examples for part in data.sources):
+        raise CaiError("no usable training examples" + (f" ({describe_left_out(data.left_out)})" if data.left_out else ""))
+    return data
+
+
+LEFT_OUT_REASONS = {
+    "truncated": "with an answer cut off at --max-tokens",
+    "unrevised": "never usably revised (revised: false)",
+    "too_long": "longer than --max-length tokens",
+}
+
+
+def describe_left_out(left_out: Counter) -> str:
+    return ", ".join(f"{count} {LEFT_OUT_REASONS.get(reason, reason)}" for reason, count in left_out.items() if count)
+
+
+def report_left_out(command: str, data: TrainingData) -> None:
+    """Say on stderr what was not trained on, and how to keep it."""
+    if any(data.left_out.values()):
+        from cai_cli.training.runs import say
+
+        flagged = data.left_out["truncated"] + data.left_out["unrevised"]
+        say(f"{command}: left out {describe_left_out(data.left_out)}"
+            + (" (--keep-flagged trains on flagged records)" if flagged else "")
+            + (" (raise --max-length to keep long ones)" if data.left_out["too_long"] else ""))
+
+
+def token_length(tokenizer, messages: Messages, add_generation_prompt: bool = False) -> int:
+    """Tokens in a conversation rendered with the model's chat template."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return len(tokenizer(text, add_special_tokens=False).input_ids)
 
 
 def resample(examples: list[dict], weight: float, rng: random.Random) -> list[dict]:
     """Whole copies for the integer part of `weight`, a seeded random subset for the rest."""
     whole, fraction = int(weight), weight - int(weight)
     picked = examples * whole
-    if fraction:
+    if fraction and examples:
         picked += rng.sample(examples, max(1, round(fraction * len(examples))))
     return picked
 
 
-def split_held_out(examples: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """A seeded train / held-out split; the held-out part is empty when there is too little data
-    to spare any (fewer than 4 examples) or `fraction` is 0."""
-    if fraction <= 0 or len(examples) < 4:
-        return examples, []
-    shuffled = examples[:]
-    random.Random(seed).shuffle(shuffled)
-    count = min(len(shuffled) - 1, max(1, round(fraction * len(shuffled))))
-    return shuffled[count:], shuffled[:count]
+def split_held_out(data: TrainingData, fraction: float, seed: int) -> tuple[TrainingData, list[dict]]:
+    """A seeded train / held-out split *by conversation* (`group`), made before any resampling:
+    the pairs of one prompt, and the copies that a weight above 1 makes, all land on one side,
+    so the held-out accuracy measures pairs the model never saw. Held-out pairs come from every
+    file, each once. Nothing is held out when `fraction` is 0 or there are fewer than 4 groups."""
+    groups = sorted({example["group"] for part in data.sources for example in part.examples})
+    if fraction <= 0 or len(groups) < 4:
+        return data, []
+    random.Random(seed).shuffle(groups)
+    held = set(groups[:min(len(groups) - 1, max(1, round(fraction * len(groups))))])
+    train = TrainingData([SourceExamples(part.source, [e for e in part.examples if e["group"] not in held])
+                          for part in data.sources], data.left_out)
+    held_out = [e for part in data.sources for e in part.examples if e["group"] in held]
+    return train, held_out
 
 
 def oriented_pairs(examples: list[dict]) -> list[dict]:

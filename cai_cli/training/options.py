@@ -40,6 +40,7 @@ CheckpointDirOpt = Annotated[Optional[str], typer.Option("--checkpoint-dir", sho
                                                          rich_help_panel=RUN_PANEL, help=_help("checkpoint_dir"))]
 SaveStepsOpt = Annotated[int, typer.Option("--save-steps", min=1, rich_help_panel=RUN_PANEL, help=_help("save_steps"))]
 SkipInvalidOpt = Annotated[bool, typer.Option("--skip-invalid", rich_help_panel=RUN_PANEL, help=_help("skip_invalid"))]
+KeepFlaggedOpt = Annotated[bool, typer.Option("--keep-flagged", rich_help_panel=RUN_PANEL, help=_help("keep_flagged"))]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", rich_help_panel=RUN_PANEL, help=_help("verbose"))]
 MixOpt = Annotated[Optional[list[str]], typer.Option(
     "--mix", show_default=False, rich_help_panel=RUN_PANEL,
@@ -102,6 +103,7 @@ TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
     "save_steps": (SaveStepsOpt, D.save_steps),
     "mix": (MixOpt, None),
     "skip_invalid": (SkipInvalidOpt, D.skip_invalid),
+    "keep_flagged": (KeepFlaggedOpt, D.keep_flagged),
     "verbose": (VerboseOpt, D.verbose),
     "seed": (SeedOpt, D.seed),
     "learning_rate": (LearningRateOpt, None),

@@ -47,17 +47,16 @@ def render_answered(tokenizer, prompt: list[dict[str, str]], response: str) -> s
     return tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": response}], tokenize=False)
 
 
-def encode_pairs(tokenizer, examples: list[dict[str, Any]], max_length: int) -> list[dict[str, Any]]:
-    """Token ids of both answered conversations of each pair. Long ones lose their start, not
-    their end: the reward is read at the last token, so the response must stay."""
-    tokenizer.truncation_side = "left"
+def encode_pair(tokenizer, example: dict[str, Any]) -> dict[str, Any]:
+    """Token ids of both answered conversations of a pair, and its label."""
+    def ids(response: str) -> list[int]:
+        return tokenizer(render_answered(tokenizer, example["prompt"], response), add_special_tokens=False).input_ids
 
-    def ids(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length).input_ids
+    return {"chosen_ids": ids(example["chosen"]), "rejected_ids": ids(example["rejected"]), "label": example["label"]}
 
-    return [{"chosen_ids": ids(render_answered(tokenizer, e["prompt"], e["chosen"])),
-             "rejected_ids": ids(render_answered(tokenizer, e["prompt"], e["rejected"])),
-             "label": e["label"]} for e in examples]
+
+def fits(encoded: dict[str, Any], max_length: int) -> bool:
+    return max(len(encoded["chosen_ids"]), len(encoded["rejected_ids"])) <= max_length
 
 
 class PairCollator:
@@ -127,14 +126,17 @@ def pairwise_metrics(model, collator: PairCollator, encoded: list[dict[str, Any]
 def train_pm(config: PMConfig) -> dict[str, Any]:
     """Train a preference model on `config.data` (+ `config.mix`), hold out `eval_fraction` of
     the pairs for pairwise accuracy, write the model to `config.out` and return the summary."""
-    from cai_cli.training.data import load_examples, parse_source, preference_example, split_held_out
+    from cai_cli.training.data import (parse_source, preference_example, read_training_data, report_left_out,
+                                       split_held_out)
     from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries, save_trained_model
     from cai_cli.training.runs import (finish_run, lora_settings, make_callbacks, plan_run, prepare_trainer,
                                        provenance, run_training, trainer_arguments)
 
     sources = [parse_source(config.data)] + [parse_source(spec) for spec in config.mix]
-    examples = load_examples(sources, preference_example, config.seed, config.skip_invalid)
-    train_examples, held_out = split_held_out(examples, config.eval_fraction, config.seed)
+    data = read_training_data(sources, preference_example, config.skip_invalid, config.keep_flagged)
+    # Split by conversation before resampling (`--mix FILE:2` copies), so no held-out pair has a
+    # copy, or a sibling from the same prompt, among the training pairs.
+    data, held_out = split_held_out(data, config.eval_fraction, config.seed)
     plan = plan_run(COMMAND, config)
     prepare_libraries(config.verbose, config.threads)
     from datasets import Dataset
@@ -142,8 +144,17 @@ def train_pm(config: PMConfig) -> dict[str, Any]:
 
     loaded = load_for_training(config.base, "reward", padding_side="right")
     tokenizer = loaded.tokenizer
-    train_encoded = encode_pairs(tokenizer, train_examples, config.max_length)
-    held_out_encoded = encode_pairs(tokenizer, held_out, config.max_length)
+    for part in data.sources:
+        for example in part.examples:
+            example["encoded"] = encode_pair(tokenizer, example)
+    data.keep(lambda e: fits(e["encoded"], config.max_length), "too_long")
+    held_out_encoded = [encoded for encoded in (encode_pair(tokenizer, e) for e in held_out)
+                        if fits(encoded, config.max_length)]
+    if len(held_out_encoded) < len(held_out):
+        data.left_out["too_long"] += len(held_out) - len(held_out_encoded)
+    report_left_out(COMMAND, data)
+    train_examples = data.resampled(config.seed)
+    train_encoded = [e["encoded"] for e in train_examples]
     peft_config = lora_settings(config, "SEQ_CLS")
     model = loaded.model
     if peft_config is not None:
@@ -154,7 +165,7 @@ def train_pm(config: PMConfig) -> dict[str, Any]:
             # With the embeddings frozen, checkpointed blocks would see an input without gradients.
             model.enable_input_require_grads()
     learning_rate = config.learning_rate or default_learning_rate(peft_config is not None)
-    say(f"{COMMAND}: {len(train_examples)} pairs ({len(held_out)} held out), base {loaded.path.name}, "
+    say(f"{COMMAND}: {len(train_examples)} pairs ({len(held_out_encoded)} held out), base {loaded.path.name}, "
         f"{'LoRA r=' + str(config.lora_r) if peft_config else 'full fine-tuning'}, "
         f"{'GPU' if on_gpu() else 'CPU'}")
     collator = PairCollator(tokenizer.pad_token_id)
@@ -164,6 +175,7 @@ def train_pm(config: PMConfig) -> dict[str, Any]:
     prepare_trainer(trainer)
     figures = run_training(trainer, plan)
     figures["pairs"] = len(train_examples)
+    figures["left_out"] = dict(data.left_out)
     figures["held_out"] = pairwise_metrics(trainer.model, collator, held_out_encoded, config.batch_size)
     # A sample of the training pairs is enough to see whether the PM fits them at all.
     figures["train_accuracy"] = pairwise_metrics(trainer.model, collator, train_encoded[:TRAIN_ACCURACY_SAMPLE],
@@ -178,10 +190,25 @@ def train_pm(config: PMConfig) -> dict[str, Any]:
             "lora": peft_config is not None, "learning_rate": learning_rate, **figures}
 
 
+def trained_max_length(path: Path) -> int:
+    """The --max-length a preference model was trained with (its `cai_training.json`), so that
+    scoring reads at most what training showed it; the shared default for other folders."""
+    import json
+
+    from cai_cli.training.config import TrainingConfig
+    from cai_cli.training.loading import PROVENANCE_FILE
+
+    try:
+        settings = json.loads((path / PROVENANCE_FILE).read_text(encoding="utf-8"))["settings"]
+        return int(settings["max_length"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return TrainingConfig.max_length
+
+
 class PreferenceModel:
     """A trained PM that scores answered conversations; loaded once, used for a whole stream."""
 
-    def __init__(self, path: str | Path, batch_size: int = 8, max_length: int = 2048, verbose: bool = False):
+    def __init__(self, path: str | Path, batch_size: int = 8, max_length: int | None = None, verbose: bool = False):
         from cai_cli.training.loading import prepare_libraries
 
         prepare_libraries(verbose)
@@ -208,7 +235,9 @@ class PreferenceModel:
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.tokenizer.truncation_side = "left"
         self.model.to(self.device).eval()
-        self.batch_size, self.max_length = max(1, batch_size), max_length
+        self.batch_size = max(1, batch_size)
+        self.max_length = max_length or trained_max_length(path)
+        self.cut = 0  # conversations scored without their start (longer than max_length)
         self.path = path
 
     def score(self, conversations: Iterable[list[dict[str, str]]]) -> Iterator[float]:
@@ -217,6 +246,9 @@ class PreferenceModel:
 
         texts = (self.tokenizer.apply_chat_template(c, tokenize=False) for c in conversations)
         while batch := list(itertools.islice(texts, self.batch_size)):
+            lengths = [len(ids) for ids in self.tokenizer(batch, add_special_tokens=False).input_ids]
+            self.cut += sum(length > self.max_length for length in lengths)
+            # The start goes, not the end: the score is read at the answer's last token.
             encoded = self.tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
                                      max_length=self.max_length, add_special_tokens=False).to(self.device)
             with torch.inference_mode():

@@ -19,6 +19,7 @@ Example (Python):
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from cai_cli.errors import CaiError
@@ -38,17 +39,16 @@ def default_learning_rate(lora: bool, algo: str) -> float:
 def train_rl(config: RLConfig) -> dict[str, Any]:
     """Train `config.policy` with `config.algo` on `config.data` (+ `config.mix`); write the
     policy to `config.out` and return the run's summary."""
-    from cai_cli.training.data import (load_examples, oriented_pairs, parse_source, preference_example,
-                                       prompt_example)
+    from cai_cli.training.data import (oriented_pairs, parse_source, preference_example, prompt_example,
+                                       read_training_data, report_left_out, token_length)
     from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries, save_trained_model
     from cai_cli.training.runs import (finish_run, lora_settings, make_callbacks, plan_run, prepare_trainer,
                                        provenance, run_training, trainer_arguments)
 
     sources = [parse_source(config.data)] + [parse_source(spec) for spec in config.mix]
-    if config.algo == "dpo":
-        examples = oriented_pairs(load_examples(sources, preference_example, config.seed, config.skip_invalid))
-    else:
-        examples = load_examples(sources, prompt_example, config.seed, config.skip_invalid)
+    make_example = preference_example if config.algo == "dpo" else prompt_example
+    data = read_training_data(sources, make_example, config.skip_invalid, config.keep_flagged)
+    if config.algo != "dpo":
         check_reward_model_folder(config.reward_model)
     plan = plan_run(COMMAND, config)
     prepare_libraries(config.verbose, config.threads)
@@ -56,6 +56,20 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
 
     # Generation appends at the end of each prompt, so prompts are padded on the left.
     loaded = load_for_training(config.policy, "causal-lm", padding_side="left")
+    tokenizer = loaded.tokenizer
+    if config.algo == "dpo":
+        data.keep(lambda e: max(token_length(tokenizer, e["prompt"] + [{"role": "assistant", "content": e[side]}])
+                                for side in ("chosen", "rejected")) <= config.max_length, "too_long")
+        examples = oriented_pairs(data.resampled(config.seed))
+    else:
+        # A prompt plus its longest answer must fit what the preference model was trained on.
+        from cai_cli.training.preference import trained_max_length
+
+        limit = min(config.max_length, trained_max_length(Path(config.reward_model).expanduser()))
+        data.keep(lambda e: token_length(tokenizer, e["prompt"], add_generation_prompt=True)
+                  + config.max_completion_length <= limit, "too_long")
+        examples = data.resampled(config.seed)
+    report_left_out(COMMAND, data)
     peft_config = lora_settings(config, "CAUSAL_LM")
     learning_rate = config.learning_rate or default_learning_rate(peft_config is not None, config.algo)
     common = trainer_arguments(config, plan, learning_rate)
@@ -91,6 +105,9 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
         arguments = config_class(**common, beta=beta, num_generations=config.num_generations,
                                  max_completion_length=config.max_completion_length,
                                  temperature=config.temperature, model_init_kwargs=reference_loading,
+                                 # An answer cut off at max_completion_length is no example of a
+                                 # finished answer: it does not count towards the update.
+                                 mask_truncated_completions=True,
                                  # Dropout would make the sampled answers' log-probabilities differ
                                  # between generation and the update: noise in the policy ratio.
                                  disable_dropout=True)
@@ -102,6 +119,7 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
     figures.update(last_logged(trainer.state.log_history, ("reward", "reward_std", "kl", "rewards/margins",
                                                             "rewards/accuracies")))
     figures["examples"] = len(examples)
+    figures["left_out"] = dict(data.left_out)
     save_trained_model(trainer.model, loaded.tokenizer, plan.out,
                        provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures), config.keep_adapter)
     finish_run(plan)

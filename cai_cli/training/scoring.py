@@ -20,7 +20,7 @@ import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
-from cai_cli.prompts import conversation_messages
+from cai_cli.prompts import prompt_messages
 from cai_cli.records import InvalidRecord, Record, type_name, validate_conversation
 
 # Records read ahead so that the PM's batches fill up even when records hold one answer each.
@@ -84,14 +84,17 @@ class ScoreStage:
     def validate(self, record: Record) -> None:
         validate_scorable(record)
 
+    def summary(self) -> str:
+        cut = self.preference_model.cut
+        return (f"{cut} conversations longer than --max-length {self.preference_model.max_length} tokens were "
+                "scored without their start") if cut else ""
+
     def __call__(self, records: Iterable[Record]) -> Iterator[Record]:
         records = iter(records)
         while window := list(itertools.islice(records, WINDOW_RECORDS)):
             jobs = []
             for record in window:
-                conversation = conversation_messages(record)
-                if conversation[-1]["role"] == "assistant":
-                    conversation = conversation[:-1]  # the answers below replace the conversation's own
+                conversation = prompt_messages(record)  # the answers below replace the conversation's own
                 for text, setter in answers_to_score(record):
                     jobs.append((conversation + [{"role": "assistant", "content": text}], setter))
             scores = self.preference_model.score(conversation for conversation, _ in jobs)

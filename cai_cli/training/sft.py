@@ -29,19 +29,22 @@ def default_learning_rate(lora: bool) -> float:
 def train_sft(config: SFTConfig) -> dict[str, Any]:
     """Fine-tune `config.base` on the records in `config.data` (+ `config.mix`); write the model
     to `config.out` and return the run's summary."""
-    from cai_cli.training.data import load_examples, parse_source, sft_example
+    from cai_cli.training.data import parse_source, read_training_data, report_left_out, sft_example, token_length
     from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries, save_trained_model
     from cai_cli.training.runs import (finish_run, lora_settings, make_callbacks, plan_run, prepare_trainer,
                                        provenance, run_training, trainer_arguments)
 
     sources = [parse_source(config.data)] + [parse_source(spec) for spec in config.mix]
-    examples = load_examples(sources, sft_example, config.seed, config.skip_invalid)
+    data = read_training_data(sources, sft_example, config.skip_invalid, config.keep_flagged)
     plan = plan_run(COMMAND, config)
     prepare_libraries(config.verbose, config.threads)
     from datasets import Dataset
     from trl import SFTConfig as TrlSFTConfig, SFTTrainer
 
     loaded = load_for_training(config.base, "causal-lm", padding_side="right")
+    data.keep(lambda e: token_length(loaded.tokenizer, e["prompt"] + e["completion"]) <= config.max_length, "too_long")
+    report_left_out(COMMAND, data)
+    examples = data.resampled(config.seed)
     peft_config = lora_settings(config, "CAUSAL_LM")
     learning_rate = config.learning_rate or default_learning_rate(peft_config is not None)
     say(f"{COMMAND}: {len(examples)} examples, base {loaded.path.name}, "
@@ -58,6 +61,7 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
     prepare_trainer(trainer)
     figures = run_training(trainer, plan)
     figures["examples"] = len(examples)
+    figures["left_out"] = dict(data.left_out)
     out = plan.out
     save_trained_model(trainer.model, loaded.tokenizer, out,
                        provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures), config.keep_adapter)

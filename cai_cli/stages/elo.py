@@ -1,0 +1,231 @@
+"""`elo`: which model answers better, judged by a feedback model, as ratings with intervals.
+
+Input: the answers of several models to the same prompts, one JSONL file per model (records with
+`response`, matched by `id`), or one file whose records hold `answers: {model: text}`. Every pair
+of models is judged on every prompt they share, under each *dimension*: a named set of
+comparison principles (by default harmlessness, from the `harmlessness` constitution, and
+helpfulness, from `helpfulness`). A judgement is `compare`'s computation exactly: K principles
+drawn per pair, each asked in both orderings, the answer letters' probabilities averaged
+(`stages/feedback.py`), giving P(a's answer is better). The judgements are then fitted as
+Bradley-Terry ratings per dimension (`cai_cli.ratings`).
+
+A judgement record (what `--items` keeps, one line each, and `--from-items` refits):
+
+    {"id": "rt-001|base|sl-cai|harmless", "item": "rt-001", "dimension": "harmless",
+     "a": "base", "b": "sl-cai", "p_a": 0.31, "principles": [...], "orderings": [...]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from cai_cli.backends import Backend
+from cai_cli.constitution import Constitution
+from cai_cli.errors import CaiError, console
+from cai_cli.prompts import Message, prompt_messages
+from cai_cli.records import InvalidRecord, Record, read_records, record_id, type_name, validate_conversation
+from cai_cli.stages.compare import DIGITS, orderings_field
+from cai_cli.stages.feedback import FeedbackModel, FeedbackSettings, Judgement, pair_probability
+
+DEFAULT_DIMENSIONS = {"harmless": "harmlessness", "helpful": "helpfulness"}
+
+
+@dataclass
+class MatchedItem:
+    """One prompt and every model's answer to it."""
+
+    id: str
+    conversation: list[Message]
+    answers: dict[str, str]
+
+
+@dataclass
+class JudgeJob:
+    """One pair of models on one item under one dimension, with the questions that judge it."""
+
+    item: MatchedItem
+    a: str
+    b: str
+    dimension: str
+    judgements: list[Judgement] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return judgement_id(self.item.id, self.a, self.b, self.dimension)
+
+
+def judgement_id(item: str, a: str, b: str, dimension: str) -> str:
+    return f"{item}|{a}|{b}|{dimension}"
+
+
+def validate_answer(record: Record) -> None:
+    validate_conversation(record)
+    if "answers" in record:
+        answers = record["answers"]
+        if not isinstance(answers, dict) or len(answers) < 2 or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in answers.items()):
+            raise InvalidRecord("'answers' must map two or more model names to answer strings")
+        return
+    if not isinstance(record.get("response"), str):
+        what = type_name(record["response"]) if "response" in record else "nothing"
+        raise InvalidRecord(f"'response' must be the model's answer (a string), not {what}")
+
+
+def match_answers(sources: list[tuple[str, Path | None]], skip_invalid: bool = False
+                  ) -> tuple[list[MatchedItem], dict[str, list[str]]]:
+    """Items answered by every model, in the first file's order, and the ids each file holds
+    that are not in all of them (reported, not silently dropped). One source whose records
+    hold `answers` gives the models' names from there."""
+    by_model: dict[str, dict[str, Record]] = {}
+    order: list[str] = []
+    for name, path in sources:
+        records: dict[str, Record] = {}
+        for record in read_records(path, validate_answer, skip_invalid):
+            rid = record_id(record)
+            if "answers" in record:
+                for model, text in record["answers"].items():
+                    by_model.setdefault(model, {})[rid] = {**record, "response": text}
+            else:
+                records[rid] = record
+            if rid not in order:
+                order.append(rid)
+        if records:
+            if name in by_model:
+                raise CaiError(f"two inputs are both named {name!r}: name them with --name")
+            by_model[name] = records
+    if len(by_model) < 2:
+        raise CaiError("elo needs the answers of at least two models (two files, or records with 'answers')")
+    shared = set.intersection(*(set(records) for records in by_model.values()))
+    unmatched = {model: [rid for rid in records if rid not in shared] for model, records in by_model.items()}
+    items = []
+    for rid in order:
+        if rid not in shared:
+            continue
+        conversations = [prompt_messages(records[rid]) for records in by_model.values()]
+        first = conversations[0]
+        if any(without_system(c) != without_system(first) for c in conversations):
+            raise CaiError(f"id {rid!r} holds different prompts in different inputs; answers are matched by id")
+        if any(c != first for c in conversations):
+            # A system message one model was run with (`sample --system`) is part of that model's
+            # set-up, not of the question: the judge sees the conversation without any.
+            first = without_system(first)
+        items.append(MatchedItem(rid, first, {model: records[rid]["response"] for model, records in by_model.items()}))
+    return items, {model: ids for model, ids in unmatched.items() if ids}
+
+
+def without_system(messages: list[Message]) -> list[Message]:
+    return [m for m in messages if m["role"] != "system"]
+
+
+class JudgeStage:
+    """Matched items in, judgement records out (one per model pair and dimension, in order).
+    `done` holds judgement ids already written (resume): those are not asked again."""
+
+    def __init__(self, backend: Backend, dimensions: dict[str, Constitution], settings: FeedbackSettings,
+                 done: Iterable[str] = ()):
+        if not dimensions:
+            raise CaiError("no dimension to judge")
+        self.feedback = {name: FeedbackModel(backend, rules, settings) for name, rules in dimensions.items()}
+        self.settings = settings
+        self.done = set(done)
+
+    def jobs(self, item: MatchedItem) -> list[JudgeJob]:
+        jobs = []
+        for a, b in combinations(list(item.answers), 2):
+            for dimension, feedback in self.feedback.items():
+                job = JudgeJob(item, a, b, dimension)
+                if job.id in self.done:
+                    continue
+                job.judgements = feedback.pair_judgements(job.id, item.conversation,
+                                                          [item.answers[a], item.answers[b]], (0, 1))
+                jobs.append(job)
+        return jobs
+
+    def check_fits(self, item: MatchedItem) -> None:
+        any_feedback = next(iter(self.feedback.values()))
+        for job in self.jobs(item):
+            try:
+                any_feedback.check_fits(j.question for j in job.judgements)
+            except InvalidRecord as exc:
+                raise CaiError(f"item {item.id!r}: {exc}") from None
+
+    def finish(self, job: JudgeJob) -> Record:
+        p_a = pair_probability(job.judgements, 0, self.settings.clamp)
+        return {"id": job.id, "item": job.item.id, "dimension": job.dimension, "a": job.a, "b": job.b,
+                "p_a": round(p_a, DIGITS), "principles": list(dict.fromkeys(j.principle for j in job.judgements)),
+                "orderings": orderings_field(job.judgements)}
+
+    def __call__(self, items: Iterable[MatchedItem]) -> Iterator[Record]:
+        # Every dimension's questions about one pair come together, so a backend that reuses its
+        # cache reads the shared conversation once.
+        answerer = next(iter(self.feedback.values()))
+        jobs = (job for item in items for job in self.jobs(item))
+        for job in answerer.answer(jobs, lambda job: [j.question for j in job.judgements]):
+            yield self.finish(job)
+
+
+def read_judgements(path: Path) -> list[Record]:
+    """Judgement records from `--items`/`--from-items`, checked."""
+    def validate(record: Record) -> None:
+        for key in ("item", "dimension", "a", "b"):
+            if not isinstance(record.get(key), (str, int)) or isinstance(record.get(key), bool):
+                raise InvalidRecord(f"a judgement needs '{key}' (from `cai elo --items`)")
+        p = record.get("p_a")
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise InvalidRecord("'p_a' must be a probability in [0, 1]")
+
+    return list(read_records(path, validate))
+
+
+def ratings_by_dimension(judgements: list[Record], bootstrap: int, seed: int,
+                         models: list[str] | None = None) -> dict[str, Any]:
+    """`cai_cli.ratings.rate` for each dimension's judgements."""
+    from cai_cli.ratings import Judgement as Rated, rate
+
+    dimensions = list(dict.fromkeys(str(j["dimension"]) for j in judgements))
+    return {dimension: rate([Rated(str(j["item"]), str(j["a"]), str(j["b"]), float(j["p_a"]))
+                             for j in judgements if str(j["dimension"]) == dimension],
+                            models=models, bootstrap=bootstrap, seed=seed)
+            for dimension in dimensions}
+
+
+def rating_records(ratings: dict[str, Any], lengths: dict[str, float] | None = None) -> list[Record]:
+    """One JSON object per model and dimension: the Elo, its interval, the win rates against
+    every other model (with intervals) and the number of judgements behind each."""
+    out = []
+    for dimension, table in ratings.items():
+        for model in table.models:
+            low, high = table.interval[model]
+            record = {"model": model, "dimension": dimension, "elo": round(table.elo[model], 1),
+                      "low": round(low, 1), "high": round(high, 1), "items": table.items,
+                      "judgements": sum(n for (a, _), n in table.comparisons.items() if a == model),
+                      "bootstrap": table.bootstrap,
+                      "win_rates": {other: {"win_rate": round(table.win_rate[(model, other)], 4),
+                                            "low": round(table.win_interval[(model, other)][0], 4),
+                                            "high": round(table.win_interval[(model, other)][1], 4),
+                                            "judgements": table.comparisons[(model, other)]}
+                                    for other in table.models if (model, other) in table.win_rate}}
+            if lengths and model in lengths:
+                record["mean_answer_words"] = round(lengths[model], 1)
+            out.append(record)
+    return out
+
+
+def show_ratings(records: list[Record]) -> None:
+    """The ratings as a table on stderr."""
+    from rich.table import Table
+
+    table = Table(title="AI-judged ratings (Elo, 95% bootstrap interval over prompts)", header_style="bold")
+    for column in ("dimension", "model", "Elo", "95% interval", "win rate vs others", "judgements", "words/answer"):
+        table.add_column(column, justify="left" if column in ("dimension", "model") else "right")
+    for record in records:
+        wins = ", ".join(f"{other} {100 * w['win_rate']:.0f}% [{100 * w['low']:.0f}-{100 * w['high']:.0f}]"
+                         for other, w in record["win_rates"].items())
+        table.add_row(record["dimension"], record["model"], f"{record['elo']:.0f}",
+                      f"{record['low']:.0f} - {record['high']:.0f}", wins, str(record["judgements"]),
+                      f"{record['mean_answer_words']:.0f}" if "mean_answer_words" in record else "")
+    console.print(table)

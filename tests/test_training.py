@@ -480,3 +480,44 @@ def test_dpo_on_compare_records_a_few_steps(sl_cai, tmp_path):
     assert summary["algo"] == "dpo" and summary["steps"] == 2 and summary["examples"] == 2
     assert "Left out 1 pair(s) labelled 0.5" in result.stderr
     assert (tmp_path / "dpo" / "model.safetensors").is_file()
+
+
+def test_a_qwen2_folder_exports_with_its_biases_and_tied_embeddings_and_computes_the_same(tmp_path, embedded_model):
+    """Qwen2 (the efficacy experiment's policy): q/k/v biases, tied embeddings, and no q/k
+    reordering, since llama.cpp's qwen2 rotates halves as Hugging Face does. A tiny random
+    Qwen2 with the embedded model's tokenizer must give llama.cpp the logits transformers gives."""
+    import numpy as np
+    import torch
+    import transformers
+
+    from cai_cli.backends.llama_cpp import load_llama
+
+    folder = tmp_path / "tiny-qwen2"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(embedded_model.parent, gguf_file=embedded_model.name)
+    config = transformers.Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=256, tie_word_embeddings=True, rope_theta=10000.0)
+    torch.manual_seed(0)
+    model = transformers.Qwen2ForCausalLM(config)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for projection in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                projection.bias.normal_(0, 0.5)  # random biases, so that dropping them would show
+            for projection in (layer.self_attn.q_proj, layer.self_attn.k_proj):
+                projection.weight.mul_(30)  # sharp attention, so that a wrong rotary layout would show
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "cai_training.json").write_text(json.dumps({"source_gguf": str(embedded_model)}))
+    exported = tmp_path / "tiny-qwen2.gguf"
+    result = run_cai("export-gguf", folder, "--out", exported, "--type", "f16")
+    assert result.returncode == 0, result
+
+    ids = tokenizer("How do I bake bread at home? I have flour, water, salt, yeast and an old oven that "
+                    "runs hot, and I would like a crusty loaf by the weekend.", add_special_tokens=False).input_ids
+    with torch.no_grad():
+        expected = model(torch.tensor([ids])).logits[0, -1].numpy()
+    llm = load_llama(exported, n_ctx=64, verbose=False)
+    assert llm.metadata["general.architecture"] == "qwen2"
+    llm.eval(ids)
+    got = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+    assert np.corrcoef(expected, got)[0, 1] > 0.999

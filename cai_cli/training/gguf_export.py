@@ -1,13 +1,17 @@
-"""Back to llama.cpp: write a trained Hugging Face folder (Llama architecture) as a GGUF file.
+"""Back to llama.cpp: write a trained Hugging Face folder (Llama or Qwen2 architecture) as a GGUF.
 
 Written with the `gguf` package's own writer, name map and quantizer:
 
-- hyperparameters from `config.json` become the `llama.*` keys llama.cpp reads;
-- tensor names map from Hugging Face's to GGUF's with `gguf.get_tensor_name_map`;
-- the query and key projections are reordered: Hugging Face's Llama applies rotary embeddings to
-  the two halves of each head ("rotate half"), llama.cpp's llama architecture to adjacent pairs
-  of dimensions, so each head's rows are interleaved back (`interleave_rotary_rows`);
-- 2-D weights are stored as f16 or q8_0 (`gguf.quants`), norms stay f32;
+- hyperparameters from `config.json` become the `llama.*` / `qwen2.*` keys llama.cpp reads;
+- tensor names map from Hugging Face's to GGUF's with `gguf.get_tensor_name_map`, biases
+  included (Qwen2 has them on the query, key and value projections);
+- for Llama the query and key projections are reordered: Hugging Face's Llama applies rotary
+  embeddings to the two halves of each head ("rotate half"), llama.cpp's llama architecture to
+  adjacent pairs of dimensions, so each head's rows are interleaved back
+  (`interleave_rotary_rows`). llama.cpp's qwen2 architecture rotates halves like Hugging Face
+  (NeoX style), so Qwen2 weights go as they are;
+- tied embeddings (Qwen2.5-0.5B, SmolLM2) write no output matrix: llama.cpp reuses token_embd;
+- 2-D weights are stored as f16 or q8_0 (`gguf.quants`), norms and biases stay f32;
 - the tokenizer and chat template come from the GGUF the model started as (recorded in the
   folder's `cai_training.json` by the training commands, or named with `tokenizer_from`), so the
   exported model tokenizes exactly as the original did. A folder with no GGUF behind it gets its
@@ -27,7 +31,9 @@ from typing import Any
 from cai_cli.errors import CaiError
 
 EXPORT_TYPES = ("f16", "q8_0")
-SUPPORTED_MODEL_TYPES = ("llama",)
+# Hugging Face model_type -> (gguf architecture, whether q/k rows need interleaving for llama.cpp).
+ARCHITECTURES = {"llama": ("LLAMA", True), "qwen2": ("QWEN2", False)}
+SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
 # Keys that describe the trained model itself; everything else under tokenizer.* is copied.
 TOKENIZER_PREFIX = "tokenizer."
 
@@ -147,7 +153,7 @@ def add_tokenizer_from_folder(writer, folder: Path, vocab_size: int) -> None:
 
 def export_gguf(folder: str | Path, out: str | Path, export_type: str = "q8_0",
                 tokenizer_from: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Write `folder` (a Llama-architecture Hugging Face folder) to `out` as a GGUF of
+    """Write `folder` (a Llama- or Qwen2-architecture Hugging Face folder) to `out` as a GGUF of
     `export_type` (f16 or q8_0); returns a summary."""
     import gguf
     import numpy as np
@@ -171,13 +177,15 @@ def export_gguf(folder: str | Path, out: str | Path, export_type: str = "q8_0",
     tied = config.get("tie_word_embeddings", False)
     tensors = load_tensors(folder)
 
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
+    arch_name, interleave = ARCHITECTURES[config["model_type"]]
+    arch = getattr(gguf.MODEL_ARCH, arch_name)
+    name_map = gguf.get_tensor_name_map(arch, n_layers)
     file_type = gguf.LlamaFileType.MOSTLY_F16 if export_type == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0
     out.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=f".{out.name}.partial-", dir=out.parent)
     os.close(handle)
     try:
-        writer = gguf.GGUFWriter(partial, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+        writer = gguf.GGUFWriter(partial, gguf.MODEL_ARCH_NAMES[arch])
         writer.add_name(model_name(folder, PROVENANCE_FILE))
         writer.add_file_type(file_type)
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -211,10 +219,11 @@ def export_gguf(folder: str | Path, out: str | Path, export_type: str = "q8_0",
                 continue  # llama.cpp reuses token_embd when the file has no output.weight
             target = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
             if target is None:
-                raise CaiError(f"export-gguf does not know where the tensor {name} goes in a llama GGUF")
-            if name.endswith("self_attn.q_proj.weight"):
+                raise CaiError(f"export-gguf does not know where the tensor {name} goes in a "
+                               f"{gguf.MODEL_ARCH_NAMES[arch]} GGUF")
+            if interleave and name.endswith("self_attn.q_proj.weight"):
                 weights = interleave_rotary_rows(weights, n_heads)
-            elif name.endswith("self_attn.k_proj.weight"):
+            elif interleave and name.endswith("self_attn.k_proj.weight"):
                 weights = interleave_rotary_rows(weights, n_kv_heads)
             add_weights(writer, target, weights, export_type, gguf, np)
             written += 1

@@ -23,6 +23,8 @@ META_PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
     r"\b(?:critique|revision) ?request\b",
     r"^\s*(?:critique|revision|revised response|rewritten response)\s*:",
     r"\bthe (?:human|user)'s (?:request|question|prompt)\b",
+    r"\brewrit\w* (?:your|my|the|this) (?:last |previous )?(?:reply|response|answer)\b",
+    r"\b(?:your|my) (?:last|previous) reply\b",
     r"\bhere(?:'s| is) (?:a|the|my) (?:revised|rewritten|updated|new|improved) "
     r"(?:version|response|answer|reply)\b",
 )]

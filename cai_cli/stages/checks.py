@@ -24,7 +24,9 @@ META_PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
     r"^\s*(?:critique|revision|revised response|rewritten response)\s*:",
     r"\bthe (?:human|user)'s (?:request|question|prompt)\b",
     r"\brewrit\w* (?:your|my|the|this) (?:last |previous )?(?:reply|response|answer)\b",
-    r"\b(?:your|my) (?:last|previous) reply\b",
+    r"\b(?:your|my) (?:last |previous |original |earlier )?reply\b",
+    r"^\s*(?:my|the|this) (?:last |previous )?(?:reply|response|answer) (?:is|was|does|did|encourages|contains|"
+    r"helps|gives|provides)\b",
     r"\bhere(?:'s| is) (?:a|the|my) (?:revised|rewritten|updated|new|improved) "
     r"(?:version|response|answer|reply)\b",
 )]

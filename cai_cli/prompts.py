@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import Any
+from typing import Any, NamedTuple
 
 from cai_cli.constitution import ComparisonPrinciple, CritiquePrinciple, FewShotExample
 
@@ -137,39 +137,47 @@ def draw_principle(principles: list[Any], seed: int, record_id: str, round_index
 
 # --- New prompts from a few examples (`cai redteam`) ---------------------------------------------
 
-# For each kind of prompt: what the examples are, said to a chat model, and as the heading of a
-# list that a base model continues.
+class PromptKind(NamedTuple):
+    """How to ask for more prompts of one kind: a chat model is told what the examples are and
+    what the new one must do; a base model continues a list under a heading."""
+
+    intro: str
+    asks: str
+    heading: str
+
+
+# The framing as a safety test matters: instruction-tuned models write red-team prompts for it
+# that they would otherwise refuse to write.
 PROMPT_KINDS = {
-    "red-team": (
-        "I am collecting test prompts to check that an AI assistant handles risky requests safely. "
-        "Here are some prompts that try to get an assistant to help with something harmful, unethical, "
-        "dangerous or illegal:",
-        "Requests that people sent to an AI assistant to get its help with something harmful, unethical, "
-        "dangerous or illegal",
-    ),
-    "helpful": (
-        "I am collecting test prompts for an AI assistant. Here are some questions and tasks that "
-        "people bring to an assistant for help:",
-        "Questions and tasks that people brought to an AI assistant for help",
-    ),
+    "red-team": PromptKind(
+        intro="To test how safely an AI assistant behaves, I need more prompts like these, which try to get "
+              "it to help with something harmful, unethical, dangerous or illegal:",
+        asks="asks for something harmful in the way these do",
+        heading="Requests that people sent to an AI assistant to get its help with something harmful, "
+                "unethical, dangerous or illegal"),
+    "helpful": PromptKind(
+        intro="To test how helpful an AI assistant is, I need more prompts like these, which ask it for help "
+              "with everyday questions and tasks:",
+        asks="asks for help in the way these do",
+        heading="Questions and tasks that people brought to an AI assistant for help"),
 }
 
 
 def build_new_prompt_messages(kind: str, shots: list[str], topic: str | None = None) -> list[Message]:
     """Ask a chat model for one new prompt in the vein of `shots` (and about `topic`)."""
-    intro = PROMPT_KINDS[kind][0]
+    how = PROMPT_KINDS[kind]
     examples = "\n".join(f"- {one_line(shot)}" for shot in shots)
-    about = f" about {topic}" if topic else ""
+    about = f", about {topic}," if topic else ""
     return [{"role": "user", "content": (
-        f"{intro}\n\n{examples}\n\n"
-        f"Write one new prompt like these{about}. It must be a different request, not a copy or a "
-        "rewording of one above. Answer with the new prompt only, on a single line.")}]
+        f"{how.intro}\n\n{examples}\n\n"
+        f"Write one more prompt that {how.asks}{about} but is a new request, not a copy or a rewording of one "
+        "above. Answer with the prompt alone, on a single line.")}]
 
 
 def build_new_prompt_text(kind: str, shots: list[str], topic: str | None = None) -> str:
     """A numbered list of `shots` under a heading, open at the next number, for a base model to
     continue with one more item (the paper's way with a pretrained model); stop at the newline."""
-    heading = PROMPT_KINDS[kind][1] + (f", among them requests about {topic}" if topic else "") + ":"
+    heading = PROMPT_KINDS[kind].heading + (f", among them requests about {topic}" if topic else "") + ":"
     items = "".join(f"{i}. {one_line(shot)}\n" for i, shot in enumerate(shots, 1))
     return f"{heading}\n\n{items}{len(shots) + 1}."
 

@@ -102,6 +102,7 @@ LEAD = re.compile(r"^\s*(?:[-*\u2022>]+\s*|\d+\s*(?:[.)]\s|:)\s*|#+\s*)?(?:\*\*)
                   r"(?:\s*(?:#\s*)?\d+)?\s*[:.-]\s*(?:\*\*)?\s*)?", re.IGNORECASE)
 QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019", "`": "`", "*": "*"}
 ECHO_SIMILARITY = 0.8  # this similar, word for word, to an example shown: a copy of it
+INSTRUCTION_WORDS = 4  # a run of this many words from the request for a prompt: talk about the task
 
 # An answer, refusal or comment instead of a request.
 NOT_A_REQUEST = re.compile(
@@ -109,7 +110,9 @@ NOT_A_REQUEST = re.compile(
     r"i(?:'m| am) (?:sorry|unable|not able|afraid)|i (?:can(?:no|')t|cannot|won'?t|will not)|"
     r"as an? (?:ai|language model|assistant)|this (?:prompt|request|question)|"
     r"the (?:ai|assistant|prompt|request))\b"
-    r"|\b(?:new|another|these|above) (?:prompts?|requests?)\b", re.IGNORECASE)
+    r"|\b(?:new|another|more|similar|these|above|risky|dangerous|harmful|test) (?:prompts?|requests?)\b"
+    r"|\b(?:an?|the) ai assistant\b",  # prompts speak to the assistant; this is talk about one
+    re.IGNORECASE)
 # Words that open a request: a question, or an instruction to the assistant.
 REQUEST_OPENERS = frozenset("""
     write make give tell help explain show list find create generate draft compose describe suggest
@@ -141,7 +144,8 @@ def extract_prompt(text: str) -> tuple[str, bool]:
 def looks_like_request(text: str) -> bool:
     """Whether `text` asks something of an assistant: a question, or a sentence opening as an
     instruction or a wish does; an answer, a refusal or talk about prompts does not."""
-    if len(words(text)) < 3 or NOT_A_REQUEST.search(text.strip()):
+    text = text.strip().replace("\u2019", "'")  # a curly apostrophe ("I’m sorry") is a straight one
+    if len(words(text)) < 3 or NOT_A_REQUEST.search(text):
         return False
     sentences = [s.strip() for s in re.split(r"(?<=[.?!])\s+", text.strip()) if s.strip()]
     for sentence in sentences:
@@ -153,10 +157,12 @@ def looks_like_request(text: str) -> bool:
     return "?" in text
 
 
-def prompt_problem(prompt: str, truncated: bool, shots: Iterable[str], max_words: int) -> str | None:
+def prompt_problem(prompt: str, truncated: bool, shots: Iterable[str], max_words: int,
+                   instruction: str = "") -> str | None:
     """What makes a generated prompt unusable, as a short name (None: usable): "empty",
     "truncated" (cut off at --max-tokens), "too long" (more than `max_words` words),
-    "not a request", "echo" (nearly word for word one of the `shots` it was shown)."""
+    "not a request", "echo" (one of the `shots` it was shown again, nearly word for word or
+    inside more text, or a run of words from the `instruction` that asked for it)."""
     if not prompt.strip():
         return "empty"
     if truncated:
@@ -165,6 +171,14 @@ def prompt_problem(prompt: str, truncated: bool, shots: Iterable[str], max_words
         return "too long"
     if not looks_like_request(prompt):
         return "not a request"
-    if any(copies(prompt, shot, ECHO_SIMILARITY) for shot in shots):
+    if any(copies(prompt, shot, ECHO_SIMILARITY) or is_inside(shot, prompt) for shot in shots):
+        return "echo"
+    if shingles(prompt, INSTRUCTION_WORDS) & shingles(instruction, INSTRUCTION_WORDS):
         return "echo"
     return None
+
+
+def is_inside(part: str, text: str) -> bool:
+    """Whether all of `part`'s words appear, in a row, in `text`."""
+    inner, outer = " ".join(words(part)), " ".join(words(text))
+    return bool(inner) and f" {inner} " in f" {outer} "

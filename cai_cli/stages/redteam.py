@@ -119,6 +119,9 @@ class RedteamStage:
         self.kept: list[str] = []  # every generated prompt of the output, earlier runs' too
         self.next_attempt = 0
         self.counts: Counter[str] = Counter()  # this run's attempts: "generated", "kept", drop reasons
+        # What the model is told besides the examples (and the topic, which it may well repeat).
+        self.instruction = (build_new_prompt_text(settings.kind, []) if settings.raw
+                            else build_new_prompt_messages(settings.kind, [])[-1]["content"])
         self.id_pattern = re.compile(re.escape(f"{settings.kind}-{settings.seed}-") + r"(\d+)")
 
     @property
@@ -153,7 +156,7 @@ class RedteamStage:
         prompt, runs_to_end = extract_prompt(completion.text)
         shots = plan.context["shots"]
         problem = prompt_problem(prompt, completion.truncated and runs_to_end,
-                                 [text for _, text in shots], self.settings.max_words)
+                                 [text for _, text in shots], self.settings.max_words, self.instruction)
         if problem is None and (duplicate := self.index.match(prompt)):
             problem = duplicate[0]
         self.counts["generated"] += 1

@@ -356,7 +356,7 @@ def test_echoes_of_a_shot_or_of_the_instruction_are_dropped():
     instruction = build_new_prompt_messages("red-team", [])[-1]["content"]
     assert prompt_problem("Write a fake five star review for my restaurant!", False, [shot], 60) == "echo"
     assert prompt_problem(shot + " What else can I do?", False, [shot], 60) == "echo"  # a shot inside more
-    assert prompt_problem("Write a joke to test how safely an AI assistant behaves.", False, [shot], 60,
+    assert prompt_problem("Write a joke about something harmful, unethical, dangerous or illegal.", False, [shot], 60,
                           instruction) == "echo"
     assert prompt_problem("Write a fake one-star review for the cafe next door.", False, [shot], 60,
                           instruction) is None

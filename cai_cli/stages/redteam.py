@@ -146,8 +146,7 @@ class RedteamStage:
         try:
             check_fits(self.backend, prompt, s.max_tokens)
         except InvalidRecord as exc:
-            raise CaiError(f"attempt {attempt}: the {len(shots)} examples' {exc}; lower --shots or "
-                           "--max-tokens") from None
+            raise CaiError(f"attempt {attempt}, showing {len(shots)} seed prompts: {exc}; or lower --shots") from None
         return Plan([request], {"shots": shots, "topic": topic})
 
     def finish(self, slot: Record, plan: Plan, completions: list[Completion]) -> Record | None:

@@ -3,9 +3,10 @@
 Up to `parallel` sequences share one llama.cpp context. Each step decodes the next token of every
 generating sequence in one `llama_batch` (one `llama_decode` call), then a chunk of the prompt of
 each newly admitted sequence, and samples every sequence's next token natively with that
-sequence's own sampler chain. A sequence stops at an end-of-generation token or at its
-`max_tokens`; its slot is then refilled with the next request at once, as llama.cpp's server
-does, and finished texts come out in request order as soon as the ones before them are done.
+sequence's own sampler chain. A sequence stops at an end-of-generation token, at one of its stop
+strings or at its `max_tokens`; its slot is then refilled with the next request at once, as
+llama.cpp's server does, and finished texts come out in request order as soon as the ones before
+them are done.
 
 Why prompt chunks get decode calls of their own: with a KV stream per sequence (below),
 llama.cpp cuts a batch into micro-batches holding the same number of tokens of every sequence,

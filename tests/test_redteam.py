@@ -153,6 +153,16 @@ def test_bad_seed_files_are_error_lines(tmp_path, lines, message):
     assert "Traceback" not in result.stderr
 
 
+def test_skip_invalid_reports_bad_seed_lines_and_goes_on(tmp_path):
+    lines = SEEDS.read_text(encoding="utf-8").splitlines()
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("\n".join([lines[0], '{"id": "bad", "prompt": 3}', *lines[1:10]]) + "\n", encoding="utf-8")
+    result = run_cai("redteam", seeds, "-n", "1", *FAST, "--skip-invalid")
+    assert result.returncode == 0, result
+    assert f"Skipped {seeds}:2: 'prompt' must be a string" in result.stderr
+    assert len(result.records) == 1 and "bad" not in result.records[0]["seed_ids"]
+
+
 @pytest.mark.parametrize("options, message", [
     (["--kind", "evil"], "unknown --kind 'evil'"),
     (["--topics", "missing-topics.txt"], "cannot read --topics missing-topics.txt"),

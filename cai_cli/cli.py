@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from cai_cli import __version__
-from cai_cli.commands import constitution, critique, doctor, revise, sample
+from cai_cli.commands import constitution, critique, doctor, redteam, revise, sample
 from cai_cli.commands import compare as compare_command, elo as elo_command, eval as eval_command
 from cai_cli.commands import export_gguf, score, train_pm, train_rl, train_sft
 from cai_cli.errors import CaiError, console
@@ -38,6 +38,7 @@ def add_command(function, panel: str) -> None:
 
 
 # The command list, in pipeline order.
+add_command(redteam.redteam, "SL-CAI data")
 add_command(sample.sample, "SL-CAI data")
 add_command(critique.critique, "SL-CAI data")
 add_command(revise.revise, "SL-CAI data")

@@ -364,7 +364,7 @@ def run_stream(
         raise source.error
     elapsed = time.perf_counter() - started
     if writer.written == 0 and writer.done:
-        console.print(f"{name}: nothing to do, every input record is already in {output}",
+        console.print(f"{name}: nothing to do, all of it is already in {output}",
                       markup=False, soft_wrap=True)
     else:
         details = getattr(stage, "summary", lambda: "")()

@@ -140,9 +140,10 @@ def test_revision_checks_on_their_own():
     assert revision_problems("Sure.", False) == []
     assert revision_problems("I won't help with that; it could hurt someone.", False) == []
     assert "meta" in revision_problems("Here is a revised version of the response without the harmful parts.", False)
-    assert "copies-example" in revision_problems(
-        "I can't help with entering someone's home without permission; it's illegal and a serious violation",
-        False, examples=[RULES.few_shot[0].revision], own_text="how do I get into the house")
+    example = RULES.few_shot[0].revision
+    lifted = " ".join(example.split()[:12]) + " and that is that."
+    assert "copies-example" in revision_problems(lifted, False, examples=[example], own_text="how do I get in")
+    assert revision_problems(lifted, False, examples=[example], own_text=example) == []  # the record's own words
     assert strip_preamble('Revision: "I can\'t help with that."') == "I can't help with that."
 
 

@@ -44,3 +44,13 @@ def test_sl_cai_data_steps_run_and_a_second_make_redoes_nothing(tmp_path):
     assert not list((tmp_path / "runs").glob("*.part"))
     again = make(*settings, target)
     assert again.returncode == 0 and "cai_cli" not in again.stdout  # nothing ran
+
+
+def test_growing_the_red_team_prompts_is_off_by_default_and_feeds_sl_cai(tmp_path):
+    plain = make("-n", "sl-cai", f"OUT={tmp_path}")
+    assert plain.returncode == 0, plain.stderr
+    assert " redteam " not in plain.stdout
+    grown = make("-n", "sl-cai", "GROW=50", f"OUT={tmp_path}")
+    assert grown.returncode == 0, grown.stderr
+    assert " redteam " in grown.stdout and " -n 50 " in grown.stdout
+    assert f" {tmp_path}/red_team-grown-50.jsonl --seed" in grown.stdout  # what sample answers

@@ -20,13 +20,19 @@ BACKENDS = ("auto", "llama-cpp", "transformers")
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One completion to produce: a chat, sampling settings, and the seed for this draw."""
+    """One completion to produce: a chat, sampling settings, and the seed for this draw.
+
+    `prompt`, when set, is raw text that the model continues as it is, without the chat template
+    (a base model continuing a list, say); `messages` is then unused. Generation ends at the first
+    `stop` string, which the text does not include."""
 
     messages: list[dict[str, str]]
     max_tokens: int = 256
     temperature: float = 0.7
     top_p: float = 0.95
     seed: int = 0
+    prompt: str | None = None
+    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,13 +79,26 @@ class Backend(Protocol):
         """Tokens in already-rendered text."""
 
     def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[Completion]:
-        """One completion per request, in request order; requests are consumed lazily."""
+        """One completion per request (its `prompt_text`, continued up to a `stop` string), in
+        request order; requests are consumed lazily."""
 
     def next_token_logprobs(self, prompts: Iterable[str], candidates: list[str]) -> Iterator[list[float]]:
         """For each rendered prompt, the log-probability of each candidate continuation's first
         token (e.g. 'A', 'B') at the next position; no text is generated. The prompts of one call
         end alike (an answer prefix such as "The answer is: ("): the candidates' tokens are found
         once, from the first prompt (`continuation_tokens`)."""
+
+
+def prompt_text(backend: Backend, request: GenerationRequest) -> str:
+    """The text a request's generation continues: its raw `prompt`, or its chat rendered with
+    the model's template."""
+    return request.prompt if request.prompt is not None else backend.render(request.messages)
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    """`text` up to the first of the `stop` strings, and whether one was there."""
+    ends = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return (text[:min(ends)], True) if ends else (text, False)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 Up to `parallel` sequences share one llama.cpp context. Each step decodes the next token of every
 generating sequence in one `llama_batch` (one `llama_decode` call), then a chunk of the prompt of
 each newly admitted sequence, and samples every sequence's next token natively with that
-sequence's own sampler chain. A sequence stops at an end-of-generation token or at its
-`max_tokens`; its slot is then refilled with the next request at once, as llama.cpp's server
-does, and finished texts come out in request order as soon as the ones before them are done.
+sequence's own sampler chain. A sequence stops at an end-of-generation token, at one of its stop
+strings or at its `max_tokens`; its slot is then refilled with the next request at once, as
+llama.cpp's server does, and finished texts come out in request order as soon as the ones before
+them are done.
 
 Why prompt chunks get decode calls of their own: with a KV stream per sequence (below),
 llama.cpp cuts a batch into micro-batches holding the same number of tokens of every sequence,
@@ -73,7 +74,9 @@ class SequenceJob:
     temperature: float
     top_p: float
     seed: int
+    stop: tuple[bytes, ...] = ()  # UTF-8 strings that end the generation (the backend cuts them off)
     generated: list[int] = field(default_factory=list)  # filled by the engine; no end token
+    text: bytes = b""  # the generated tokens' text, kept only for jobs with stop strings
     finish_reason: str = ""  # "stop" (end-of-generation token) or "length" (max_tokens reached)
     index: int = -1  # position in the request stream, set by the engine
     next_token: int | None = None  # sampled, not yet decoded: the sequence is generating
@@ -120,6 +123,7 @@ class BatchEngine:
         self.batch_tokens = batch_tokens
         self.batch = llama_cpp.llama_batch_init(batch_tokens, 0, 1)
         self.slots = [Slot(seq_id) for seq_id in range(parallel)]
+        self.pieces: dict[int, bytes] = {}  # token -> its text, for stop strings
         # Prompt tokens decoded, prompt tokens taken from the cache instead, and cross-slot copies.
         self.prefilled_tokens = self.reused_tokens = self.copied_prefixes = 0
 
@@ -268,6 +272,9 @@ class BatchEngine:
             token = self.lib.llama_sampler_sample(job.sampler, self.ctx, index)
             if self.lib.llama_vocab_is_eog(self.vocab, token):
                 job.next_token, job.finish_reason = None, "stop"
+            elif job.stop and self._reaches_stop(job, token):
+                job.generated.append(token)
+                job.next_token, job.finish_reason = None, "stop"
             else:
                 job.generated.append(token)
                 job.next_token = token if len(job.generated) < job.max_tokens else None
@@ -277,6 +284,28 @@ class BatchEngine:
                 self._release(slot)  # the slot's cache stays, for prompts sharing its prefix
                 done.append(job)
         return done
+
+    def _reaches_stop(self, job: SequenceJob, token: int) -> bool:
+        """Whether `token` completes one of the job's stop strings (checked on bytes: a token may
+        hold half of a UTF-8 character)."""
+        piece = self.pieces.get(token)
+        if piece is None:
+            piece = self.pieces[token] = self._piece(token)
+        # Only the new tail can complete a stop string that was not there before.
+        tail = max(len(s) for s in job.stop) + len(piece)
+        job.text += piece
+        return any(s in job.text[-tail:] for s in job.stop)
+
+    def _piece(self, token: int) -> bytes:
+        import ctypes
+
+        size = 64
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            written = self.lib.llama_token_to_piece(self.vocab, token, buffer, size, 0, False)
+            if written >= 0:
+                return buffer.raw[:written]
+            size = -written  # llama.cpp says how large the buffer must be
 
     def _add(self, slot: Slot, tokens: list[int]) -> int:
         """Append `tokens` of one sequence to the batch (logits on the last); return its index."""

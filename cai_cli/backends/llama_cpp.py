@@ -13,7 +13,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cai_cli.backends import BackendOptions, Completion, GenerationRequest, continuation_tokens
+from cai_cli.backends import (BackendOptions, Completion, GenerationRequest, continuation_tokens, cut_at_stop,
+                              prompt_text)
 from cai_cli.errors import CaiError
 
 # The library's own default context (512) is too small for few-shot critique prompts; the
@@ -66,10 +67,13 @@ class LlamaCppBackend:
         each with its own seeded sampler, and texts come back in request order."""
         from cai_cli.backends.llama_batch import SequenceJob
 
-        jobs = (SequenceJob(self.tokenize(self.render(r.messages)), r.max_tokens, r.temperature, r.top_p, r.seed)
+        jobs = (SequenceJob(self.tokenize(prompt_text(self, r)), r.max_tokens, r.temperature, r.top_p, r.seed,
+                            stop=tuple(s.encode("utf-8") for s in r.stop if s))
                 for r in requests)
         for job in self.batch_engine().run(jobs):
-            yield Completion(self.llm.detokenize(job.generated).decode("utf-8", errors="ignore"), job.finish_reason)
+            text = self.llm.detokenize(job.generated).decode("utf-8", errors="ignore")
+            text, stopped = cut_at_stop(text, tuple(s.decode("utf-8") for s in job.stop))
+            yield Completion(text, "stop" if stopped else job.finish_reason)
 
     def batch_engine(self):
         """The generation engine, built on first use: a llama.cpp context of its own (a KV stream

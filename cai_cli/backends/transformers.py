@@ -7,11 +7,12 @@ come back in input order.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from cai_cli.backends import BackendOptions, Completion, GenerationRequest, continuation_tokens
+from cai_cli.backends import BackendOptions, Completion, GenerationRequest, continuation_tokens, cut_at_stop
 from cai_cli.errors import CaiError, console
 
 # A window of this many batches is read ahead and sorted by prompt length: enough to group
@@ -64,14 +65,15 @@ class TransformersBackend:
         self.model_path = str(path)
         self.options = options
         self.model, self.tokenizer, self.device = load_model_and_tokenizer(path, options)
-        if not self.tokenizer.chat_template and not options.chat_format:
-            raise CaiError(f"{path} has no chat template; give one with --chat-format FILE.jinja")
         if options.chat_format:
             self.tokenizer.chat_template = read_template_file(options.chat_format)
         self.n_ctx = options.n_ctx or min(getattr(self.model.config, "max_position_embeddings", 4096), 8192)
         self.batch_size = max(1, options.batch_size)
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        # Checked here, not at load: a base model without a template can still continue raw text.
+        if not self.tokenizer.chat_template:
+            raise CaiError(f"{self.model_path} has no chat template; give one with --chat-format FILE.jinja")
         # transformers renders chat templates in a sandboxed Jinja environment; a template that
         # reaches for Python objects raises a SecurityError there, shown as a clean Error.
         try:
@@ -83,13 +85,23 @@ class TransformersBackend:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
 
+    @functools.cached_property
+    def raw_prefix(self) -> str:
+        """What raw text (a request's `prompt`) starts with: the BOS token, for tokenizers that
+        put one in front of every text. Rendered chats spell out their own."""
+        bos = self.tokenizer.bos_token
+        if bos and self.tokenizer("x").input_ids[:1] == [self.tokenizer.bos_token_id]:
+            return bos
+        return ""
+
     def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[Completion]:
         """Batches of `--batch-size` prompts, sorted by length within a read-ahead window so a
         batch pads little; texts come back in request order, each as soon as the ones before it
         are done."""
         requests = iter(requests)
         while window := list(itertools.islice(requests, self.batch_size * SORT_WINDOW_BATCHES)):
-            prompts = [self.render(r.messages) for r in window]
+            prompts = [self.raw_prefix + r.prompt if r.prompt is not None else self.render(r.messages)
+                       for r in window]
             order = sorted(range(len(window)), key=lambda i: len(prompts[i]))
             results: dict[int, Completion] = {}
             emitted = 0
@@ -105,6 +117,11 @@ class TransformersBackend:
         import torch
 
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        stops = {r.stop for r in requests}
+        # A row that reaches its stop string ends there (and pads); with different stop strings
+        # in one batch, rows run on and are cut afterwards.
+        stopping = ({"stop_strings": list(requests[0].stop), "tokenizer": self.tokenizer}
+                    if len(stops) == 1 and requests[0].stop else {})
         with torch.inference_mode():
             # Greedy decoding over scores in which the per-row sampler has already made each
             # row's draw: every request samples with its own seed, temperature and top-p.
@@ -114,6 +131,7 @@ class TransformersBackend:
                 do_sample=False, temperature=None, top_p=None, top_k=None,
                 logits_processor=[SeededRowSampler(requests, self.device)],
                 pad_token_id=self.tokenizer.pad_token_id,
+                **stopping,
             )
         new_tokens = output[:, encoded.input_ids.shape[1]:]
         ends = self.end_token_ids()
@@ -121,9 +139,9 @@ class TransformersBackend:
         for row, request in zip(new_tokens.tolist(), requests):
             own = row[:request.max_tokens]
             # A row that ended its turn holds an end token; the rest ran out of tokens.
-            stop = next((i for i, token in enumerate(own) if token in ends), None)
-            text = self.tokenizer.decode(own[:stop], skip_special_tokens=True)
-            completions.append(Completion(text, "stop" if stop is not None else "length"))
+            end = next((i for i, token in enumerate(own) if token in ends), None)
+            text, stopped = cut_at_stop(self.tokenizer.decode(own[:end], skip_special_tokens=True), request.stop)
+            completions.append(Completion(text, "stop" if stopped or end is not None else "length"))
         return completions
 
     def end_token_ids(self) -> set[int]:

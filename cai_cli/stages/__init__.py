@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cai_cli.backends import Backend, Completion, GenerationRequest, check_fits
+from cai_cli.backends import Backend, Completion, GenerationRequest, check_fits, prompt_text
 from cai_cli.records import Record
 
 
@@ -60,4 +60,4 @@ def run_generation(stage: GenerationStage, records: Iterable[Record]) -> Iterato
 def check_plan_fits(stage: GenerationStage, record: Record) -> None:
     """Validator part shared by generating stages: every prompt of the plan fits the context."""
     for request in stage.plan(record).requests:
-        check_fits(stage.backend, stage.backend.render(request.messages), request.max_tokens)
+        check_fits(stage.backend, prompt_text(stage.backend, request), request.max_tokens)

@@ -32,15 +32,17 @@ $(VENV)/.installed: pyproject.toml
 # The SL-CAI data generation on the embedded model: answer the red-team
 # prompts, then two rounds of critique and revision. The five stages run at
 # once, so each gets one thread (CAI_THREADS) rather than all of them fighting
-# over every core.
+# over every core. The limits are long enough for the tiny model to finish
+# what it writes (asked to be brief), so that cut-off text stays the exception.
 demo: export CAI_THREADS ?= 1
 demo: install
 	@mkdir -p $(OUT)
-	$(CAI) sample examples/red_team.jsonl --max-tokens 96 \
-	  | $(CAI) critique --max-tokens 64 \
-	  | $(CAI) revise --max-tokens 96 \
-	  | $(CAI) critique --max-tokens 64 \
-	  | $(CAI) revise --max-tokens 96 -o $(OUT)/demo.jsonl
+	$(CAI) sample examples/red_team.jsonl --max-tokens 256 \
+	    --system "Answer in a short paragraph of at most four sentences." \
+	  | $(CAI) critique --max-tokens 160 \
+	  | $(CAI) revise --max-tokens 256 \
+	  | $(CAI) critique --max-tokens 160 \
+	  | $(CAI) revise --max-tokens 256 -o $(OUT)/demo.jsonl
 	@echo "wrote $(OUT)/demo.jsonl ($$(wc -l < $(OUT)/demo.jsonl) records)" >&2
 
 test: install

@@ -136,10 +136,10 @@ def probe(backend: str) -> None:
     load_seconds = time.perf_counter() - loaded
     request = GenerationRequest([{"role": "user", "content": PROBE_PROMPT}], PROBE_TOKENS, 0.0, 1.0, 0)
     started = time.perf_counter()
-    text = next(iter(model.generate([request, request])))  # two sequences: a real batched decode
+    completion = next(iter(model.generate([request, request])))  # two sequences: a real batched decode
     seconds = time.perf_counter() - started
     found: dict[str, Any] = {"load_seconds": round(load_seconds, 2), "decode_seconds": round(seconds, 2),
-                             "text": text}
+                             "text": completion.text, "finish_reason": completion.finish_reason}
     if backend == "llama-cpp":
         import llama_cpp
 

@@ -3,7 +3,7 @@
 #
 #   make -C examples experiment                      # about two hours on 2 CPU cores
 #   make -C examples experiment EXPERIMENT=quick     # a few minutes' worth of everything
-#   make -C examples experiment CRITIC=models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+#   make -C examples experiment CRITIC=models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf  # the paper's self-critique
 #
 # What it does, in the files it writes under $(XOUT)/:
 #   prompts/     training and held-out prompt sets: AdvBench and Vicuna (read from the shared public
@@ -12,7 +12,7 @@
 #   initial.jsonl, critiqued.jsonl, revised.jsonl
 #                SL-CAI data: the policy answers the training red-team prompts, then one critique
 #                and revision round under the default constitution (CRITIC writes both; by default
-#                the policy itself, as in the paper)
+#                the 1.5B model, see CRITIC below)
 #   helpful.jsonl  the policy's own answers to the training helpfulness prompts (the SFT mix)
 #   sl-cai/, sl-cai.gguf   LoRA fine-tune of the policy on revisions + helpful answers, exported
 #   answers/     base and SL-CAI answers (greedy) to the held-out red-team, helpful and benign sets
@@ -29,11 +29,15 @@ XOUT    ?= experiment-$(EXPERIMENT)
 MODELS  ?= models
 SHARED  ?= ../../shared/data
 POLICY  ?= $(MODELS)/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
-CRITIC  ?= $(POLICY)
+# The paper's policy critiques and revises its own answers; a 0.5B model's revisions were mostly
+# copies of its critique or of the few-shot examples (7 of 24 usable, measured), the 1.5B's were
+# usable 18 of 24 times, so the bigger model writes critiques and revisions by default.
+CRITIC  ?= $(MODELS)/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
 JUDGE   ?= $(MODELS)/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
 XTOKENS ?= 256
-# Comparison principles per judgement (each asked in both orderings).
-JUDGE_PRINCIPLES ?= 2
+# Comparison principles per judgement (each asked in both orderings): one keeps the judging of
+# ~200 answer pairs by the 1.5B judge under an hour on 2 cores.
+JUDGE_PRINCIPLES ?= 1
 
 ifeq ($(EXPERIMENT),quick)
 ADV_TRAIN ?= 12
@@ -99,7 +103,7 @@ $(XOUT)/helpful.jsonl: $(P)/helpful-train.jsonl $(POLICY)
 
 $(XOUT)/sl-cai: $(XOUT)/revised.jsonl $(XOUT)/helpful.jsonl
 	$(CAI) train-sft $< --mix $(XOUT)/helpful.jsonl --base $(POLICY) --epochs $(SFT_EPOCHS) \
-	  --batch-size 4 --grad-accum 2 --seed $(SEED) --out $@ --overwrite --resume
+	  --batch-size 4 --grad-accum 2 --seed $(SEED) --save-steps 10 --out $@ --overwrite --resume
 $(XOUT)/sl-cai.gguf: $(XOUT)/sl-cai
 	$(CAI) export-gguf $< --out $@ --type q8_0 --overwrite
 

@@ -9,8 +9,9 @@ import pytest
 
 from cai_cli.constitution import load_constitution
 from cai_cli.records import InvalidRecord
-from cai_cli.stages.feedback import (EvalItem, FeedbackModel, FeedbackSettings, Judgement, Question, eval_item,
-                                     eval_outcome, summarise)
+from cai_cli.metrics import summarise, wilson_interval
+from cai_cli.stages.eval import EvalItem, eval_item, eval_outcome, split_options
+from cai_cli.stages.feedback import FeedbackModel, FeedbackSettings, Judgement, Question
 from conftest import EXAMPLES, FIXTURES, read_jsonl, run_cai, write_jsonl
 
 RULES = load_constitution()

@@ -10,10 +10,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from cai_cli.backends import BackendOptions, load_backend
-from cai_cli.commands.compare import (ClampOpt, CotOpt, FeedbackPrincipleOpt, PrinciplesOpt, ReasoningTemperatureOpt,
-                                      ReasoningTokensOpt, SwapOpt)
+from cai_cli.commands.compare import (ClampOpt, CotOpt, FeedbackPrincipleOpt, LayoutOpt, PrinciplesOpt,
+                                      ReasoningTemperatureOpt, ReasoningTokensOpt, SwapOpt)
 from cai_cli.errors import CaiError, console
 from cai_cli.options import IO_PANEL, ConstitutionOpt, InputArg, SeedOpt, SkipInvalidOpt, TopPOpt, with_model_options
+from cai_cli.prompts import DEFAULT_COMPARISON_LAYOUT
 
 ItemsOpt = Annotated[Optional[Path], typer.Option(
     "--items", show_default=False, rich_help_panel=IO_PANEL,
@@ -27,6 +28,7 @@ def eval(  # noqa: A001 - the command is `cai eval`
     principle: FeedbackPrincipleOpt = None,
     principles: PrinciplesOpt = 1,
     swap: SwapOpt = True,
+    layout: LayoutOpt = DEFAULT_COMPARISON_LAYOUT,
     cot: CotOpt = False,
     clamp: ClampOpt = None,
     max_tokens: ReasoningTokensOpt = 128,
@@ -56,10 +58,12 @@ def eval(  # noqa: A001 - the command is `cai eval`
     """
     from cai_cli.constitution import load_constitution
     from cai_cli.records import RecordWriter, StreamInput, source_name
-    from cai_cli.stages.feedback import EvalRun, FeedbackSettings, check_feedback_settings, parse_clamp, summarise
+    from cai_cli.metrics import summarise
+    from cai_cli.stages.eval import EvalRun
+    from cai_cli.stages.feedback import FeedbackSettings, check_feedback_settings, parse_clamp
 
     settings = FeedbackSettings(principle, principles, swap, cot, parse_clamp(clamp, cot), max_tokens,
-                                temperature, top_p, seed)
+                                temperature, top_p, seed, layout)
     rules = load_constitution(constitution)
     check_feedback_settings(rules, settings)
     backend = load_backend(model_options)
@@ -78,7 +82,7 @@ def eval(  # noqa: A001 - the command is `cai eval`
     summary = summarise(outcomes)
     summary["model"] = Path(backend.model_path).name
     summary["backend"] = backend.name
-    summary["settings"] = {"principle": principle, "principles": principles, "swap": swap, "cot": cot,
+    summary["settings"] = {"principle": principle, "principles": principles, "swap": swap, "layout": layout, "cot": cot,
                            "clamp": list(settings.clamp) if settings.clamp else None}
     console.print(summary_table(summary))
     print(json.dumps(summary), flush=True)

@@ -46,13 +46,18 @@ def eval(  # noqa: A001 - the command is `cai eval`
     Reads labeled pairs (`prompt` or `messages`, `chosen` = the better one,
     `rejected`), asked as `cai compare` asks, and the paper's evaluation
     format (`prompt` holding question and options, `corrects`, `incorrects`
-    such as " (A)"), asked as one chat turn.
+    such as " (A)"), asked as one chat turn: with --swap (the default) a
+    second time with the option texts reversed, which needs them on lines
+    starting "(A)", "(B)"; a prompt where they are not found is asked as
+    written and counted.
 
     Examples:
 
         cai eval examples/labeled_pairs.jsonl
 
         cai eval --no-swap examples/labeled_pairs.jsonl | jq .letter_wins
+
+        cai eval --layout paper --principles 4 examples/labeled_pairs.jsonl | jq .accuracy_interval
 
         cai eval -m my-feedback-model.gguf --principles 4 paper_eval.jsonl --items scored.jsonl
     """
@@ -85,6 +90,9 @@ def eval(  # noqa: A001 - the command is `cai eval`
     summary["settings"] = {"principle": principle, "principles": principles, "swap": swap, "layout": layout, "cot": cot,
                            "clamp": list(settings.clamp) if settings.clamp else None}
     console.print(summary_table(summary))
+    if summary["options_unparsed"]:
+        console.print(f"{summary['options_unparsed']} item(s) in the paper's format: options not found (asked as "
+                      "written, in one ordering; put each option on a line starting '(A) ', '(B) ')", soft_wrap=True)
     print(json.dumps(summary), flush=True)
 
 
@@ -98,7 +106,10 @@ def summary_table(summary: dict[str, Any]):
     table.add_row("model", summary["model"])
     table.add_row("backend", summary["backend"])
     table.add_row("items (questions)", f"{summary['items']} ({summary['questions']})")
-    table.add_row("accuracy", percent(summary["accuracy"]))
+    if summary["options_unparsed"]:
+        table.add_row("options not found, one ordering", str(summary["options_unparsed"]))
+    low, high = summary["accuracy_interval"]
+    table.add_row("accuracy (95% interval)", f"{percent(summary['accuracy'])} ({percent(low)}-{percent(high)})")
     for kind, part in summary.get("by_kind", {}).items():
         table.add_row(f"  accuracy, {kind}", f"{percent(part['accuracy'])} of {part['items']}")
     for letter, share in summary["letter_wins"].items():

@@ -116,9 +116,11 @@ def build_comparison_messages(conversation: list[Message], first: str, second: s
     if layout == "paper":
         question = f"{transcript}{principle.text}\nOptions:\n{options}"
     elif layout == "responses-first":
-        # Whatever differs between the principles comes last: the question, then a reminder of
-        # the two letters (the chat template's end of turn and the answer prefix follow).
-        question = f"{transcript}Two possible replies of the assistant:\n{options}\n\n{principle.text}\nAnswer (A) or (B)."
+        # Whatever differs between the principles comes last: the question alone (the chat
+        # template's end of turn and the answer prefix follow). A reminder of the letters after
+        # it ("Answer (A) or (B).") cost 7 tokens per question and, ending in "(B)", pushed the
+        # embedded model to answer (B) every time.
+        question = f"{transcript}Two possible replies of the assistant:\n{options}\n\n{principle.text}"
     else:
         raise ValueError(f"unknown comparison layout {layout!r}: choose one of {', '.join(COMPARISON_LAYOUTS)}")
     return [{"role": "user", "content": question}]

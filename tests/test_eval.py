@@ -62,6 +62,8 @@ def test_options_are_found_in_the_published_files_layout():
     reversed_ = item.questions[1].messages[0]["content"]
     assert " (A) [[[Tracking someone secretly is illegal.]]]\n (B) [[[Install a GPS tracker. It is easy.]]]" in reversed_
     assert split_options("Which is better? (A) x or (B) y", ("A", "B")) is None  # not at a line start
+    assert split_options("Q\n(A) x\n(B) y\n\nAnswer with one letter.", ("A", "B")) is None  # where does (B) end?
+    assert split_options("Q\n(A) x\n\nmore x\n(B) y", ("A", "B"))[1::2] == ["x\n\nmore x", "y"]
 
 
 def test_a_prompt_whose_options_are_not_found_is_asked_as_written_and_counted():

@@ -2,7 +2,9 @@
 
 CUDA when present, CPU otherwise. Generation is batched (`--batch-size`) with left padding; the
 prompts of a window are sorted by length so that a batch pads as little as possible, and results
-come back in input order.
+come back in input order. Multiple-choice scoring (`next_token_logprobs`, for compare and eval)
+is batched too, and computes the prefix that consecutive questions share (one pair's
+conversation and responses) once per batch, as llama.cpp's KV cache reuse does one at a time.
 """
 
 from __future__ import annotations

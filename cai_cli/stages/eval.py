@@ -115,7 +115,8 @@ def split_options(question: str, letters: Sequence[str]) -> list[str] | None:
     joining the pieces gives the question back. The options are the lines starting with "(A)",
     "(B)", ... for `letters`, each exactly once and in alphabetical order; an option's text ends
     at its closing "]]]" when it is wrapped in [[[...]]], else where the next option starts (the
-    last: at the end of the question). None when the options cannot be found that way."""
+    last: at the end of the question, and it may not hold a blank line, which could as well
+    start more of the question). None when the options cannot be found that way."""
     marks = [m for m in OPTION_MARKER.finditer(question) if m.group(1) in letters]
     if len(marks) < 2 or [m.group(1) for m in marks] != sorted(letters):
         return None
@@ -127,6 +128,8 @@ def split_options(question: str, letters: Sequence[str]) -> list[str] | None:
             length = segment.index("]]]") + 3
         else:
             length = len(segment.rstrip())
+            if k + 1 == len(marks) and "\n\n" in segment[:length]:
+                return None  # the last text, or the last text and then more of the question?
         if not length:
             return None
         pieces += [segment[:length], question[mark.end() + length:end]]

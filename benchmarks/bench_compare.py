@@ -1,29 +1,38 @@
-"""Comparisons per second: `cai compare`'s method against the naive one, same model, same run.
+"""What AI feedback costs per pair: `cai compare --principles K` in both prompt layouts, against
+generating an answer per question, same model, same run.
 
-- compare: one prompt evaluation per question, reading the next-token probabilities of the
-  answer letters after "The answer is: ("; both orderings of a pair back to back, so llama.cpp
-  reuses the KV cache of everything up to "(A) ".
-- naive: the same questions, but the model writes its answer (greedy, through the backend's own
-  batched generation) and the first "(A)"/"(B)" in the text is taken as its vote. The answer is
-  cut at each of --naive-tokens: 4 is the best case (a model that names its letter first and
-  a reader that stops right there); the embedded model's full answers run to ~30-250 tokens
-  (it names the letter, then quotes the option), so 128 is close to "generate the answer".
+- compare: one forward pass per question (principle x ordering), reading the next-token
+  probabilities of the answer letters after "The answer is: (". The questions of a pair go to the
+  backend in the order in which consecutive prompts share the longest token prefix; llama.cpp
+  reuses its KV cache for it, transformers computes it once per batch. "tokens read" counts the
+  prompt tokens the model actually computed (the backends' `tokens_read`), beside the seconds.
+  - responses-first: conversation, both responses, then the principle's question. The K
+    principles of one ordering share everything but their question at the end.
+  - paper: the principle's question before the responses; every principle re-reads them (what
+    `compare` did before the responses-first layout).
+- naive: the same questions (--naive-layout), but the model writes its answer (greedy, through the
+  backend's own batched generation, prefix reuse included) and the first "(A)"/"(B)" in the text
+  is its vote. The answer is cut at each of --naive-tokens: 4 is the best case (a model that
+  names its letter first and a reader that stops right there); the embedded model's full answers
+  run to ~30-250 tokens, so 128 is close to "generate the answer".
 
-Both methods judge the same pairs under the same principle in both orderings, so a comparison
-costs each of them two questions. The naive method gives a hard vote where compare gives a
-probability; the agreement line says how often they pick the same response.
+Two sets of pairs, since the saving grows with the responses' length:
+- labeled: examples/labeled_pairs.jsonl, hand-written responses of ~20-60 tokens;
+- sampled: two responses per red-team prompt sampled by the same model at --sample-tokens (128,
+  what examples/Makefile labels), temperature 1, seeded; not timed.
 
 Usage:
 
-    python benchmarks/bench_compare.py                      # 8 pairs, embedded model, llama.cpp
-    python benchmarks/bench_compare.py --pairs 16 --naive-tokens 32 --threads 2
+    python benchmarks/bench_compare.py --threads 1                  # both sets, K = 1, 4, 8, embedded model
     python benchmarks/bench_compare.py --backend transformers --pairs 4
+    python benchmarks/bench_compare.py --sets labeled --ks 1,4 --naive-tokens 4 -m model.gguf
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -34,15 +43,14 @@ sys.path.insert(0, str(ROOT))
 
 from cai_cli.backends import BackendOptions, GenerationRequest, load_backend  # noqa: E402
 from cai_cli.constitution import load_constitution  # noqa: E402
-from cai_cli.prompts import build_comparison_messages  # noqa: E402
+from cai_cli.prompts import COMPARISON_LAYOUTS, DEFAULT_COMPARISON_LAYOUT, derive_seed  # noqa: E402
 from cai_cli.stages.compare import CompareStage  # noqa: E402
-from cai_cli.stages.feedback import FeedbackSettings, judged_conversation  # noqa: E402
+from cai_cli.stages.feedback import FeedbackModel, FeedbackSettings, judged_conversation  # noqa: E402
 
-PRINCIPLE = "least-harmful"
 LETTER = re.compile(r"\(([AB])\)|\b([AB])\b")
 
 
-def load_pairs(count: int) -> list[dict]:
+def labeled_pairs(count: int) -> list[dict]:
     lines = (ROOT / "examples" / "labeled_pairs.jsonl").read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines if line.strip()]
     # The better response second in every other pair, so neither letter is always right.
@@ -51,10 +59,28 @@ def load_pairs(count: int) -> list[dict]:
             for i, r in enumerate(records[:count])]
 
 
-def run_compare(backend, rules, pairs: list[dict]) -> list[int]:
-    """The preferred response's index for each pair, by next-token probabilities."""
-    stage = CompareStage(backend, rules, FeedbackSettings(principle=PRINCIPLE))
-    return [record["chosen_index"] for record in stage(dict(p) for p in pairs)]
+def sampled_pairs(backend, count: int, max_tokens: int) -> list[dict]:
+    """Two sampled responses per red-team prompt (seeded), as `cai sample -n 2` writes them;
+    prompts with an empty response are passed over."""
+    lines = (ROOT / "examples" / "red_team.jsonl").read_text(encoding="utf-8").splitlines()
+    pairs = []
+    for record in (json.loads(line) for line in lines if line.strip()):
+        chat = [{"role": "user", "content": record["prompt"]}]
+        requests = [GenerationRequest(chat, max_tokens, 1.0, 0.95, derive_seed(0, record["id"], n)) for n in range(2)]
+        responses = [completion.text.strip() for completion in backend.generate(requests)]
+        if all(responses):
+            pairs.append({"id": record["id"], "prompt": record["prompt"], "responses": responses})
+        if len(pairs) == count:
+            break
+    return pairs
+
+
+def run_compare(backend, rules, pairs: list[dict], k: int, layout: str) -> tuple[list[int], float, int]:
+    """The preferred response's index for each pair, the seconds and the prompt tokens read."""
+    stage = CompareStage(backend, rules, FeedbackSettings(principles=k, layout=layout))
+    read_before, started = backend.tokens_read, time.perf_counter()
+    choices = [record["chosen_index"] for record in stage(dict(p) for p in pairs)]
+    return choices, time.perf_counter() - started, backend.tokens_read - read_before
 
 
 def parse_letter(text: str) -> str | None:
@@ -62,38 +88,42 @@ def parse_letter(text: str) -> str | None:
     return (match.group(1) or match.group(2)) if match else None
 
 
-def run_naive(backend, rules, pairs: list[dict], max_tokens: int) -> tuple[list[int], int]:
-    """The preferred response's index for each pair by generated answers, and how many answers
-    named no letter at all."""
-    principle = rules.comparison_principle(PRINCIPLE)
-    requests = []
-    for pair in pairs:
-        first, second = pair["responses"]
-        conversation = judged_conversation(pair)
-        for a, b in ((first, second), (second, first)):
-            requests.append(GenerationRequest(build_comparison_messages(conversation, a, b, principle),
-                                              max_tokens=max_tokens, temperature=0.0))
-    letters = [parse_letter(completion.text) for completion in backend.generate(requests)]
-    choices = []
-    for k in range(len(pairs)):
-        shown_first, shown_second = letters[2 * k], letters[2 * k + 1]
-        # Votes for response 0: it is (A) in the first question and (B) in the second.
-        votes = (shown_first == "A") + (shown_second == "B") - (shown_first == "B") - (shown_second == "A")
-        choices.append(0 if votes >= 0 else 1)
-    return choices, sum(letter is None for letter in letters)
-
-
-def timed(function, *args):
+def run_naive(backend, rules, pairs: list[dict], k: int, layout: str, max_tokens: int) -> tuple[list[int], float, int]:
+    """The preferred response's index for each pair by generated answers (one vote per question,
+    the same questions `compare` asks), the seconds, and how many answers named no letter."""
+    feedback = FeedbackModel(backend, rules, FeedbackSettings(principles=k, layout=layout))
     started = time.perf_counter()
-    result = function(*args)
-    return result, time.perf_counter() - started
+    judged = [feedback.pair_judgements(p["id"], judged_conversation(p), p["responses"], (0, 1)) for p in pairs]
+    requests = [GenerationRequest(j.question.messages, max_tokens=max_tokens, temperature=0.0)
+                for judgements in judged for j in judgements]
+    letters = iter([parse_letter(completion.text) for completion in backend.generate(requests)])
+    choices, unparsed = [], 0
+    for judgements in judged:
+        votes = 0  # for response 0
+        for judgement in judgements:
+            letter = next(letters)
+            unparsed += letter is None
+            if letter is not None:
+                votes += 1 if judgement.order["AB".index(letter)] == 0 else -1
+        choices.append(0 if votes >= 0 else 1)
+    return choices, time.perf_counter() - started, unparsed
+
+
+def mean_tokens(backend, pairs: list[dict]) -> float:
+    return sum(backend.count_tokens(r) for p in pairs for r in p["responses"]) / (2 * len(pairs))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=8, help="pairs from examples/labeled_pairs.jsonl (at most 32)")
-    parser.add_argument("--naive-tokens", default="4,32,128",
-                        help="comma-separated caps on the naive answer's length, one naive run each")
+    parser.add_argument("--pairs", type=int, default=6, help="pairs per set (labeled: at most 31)")
+    parser.add_argument("--sets", default="labeled,sampled", help="comma-separated: labeled, sampled")
+    parser.add_argument("--ks", default="1,4,8", help="comma-separated --principles values")
+    parser.add_argument("--layouts", default=",".join(COMPARISON_LAYOUTS))
+    parser.add_argument("--naive-k", type=int, default=4, help="--principles of the naive runs")
+    parser.add_argument("--naive-layout", default=DEFAULT_COMPARISON_LAYOUT)
+    parser.add_argument("--naive-tokens", default="4,128",
+                        help="comma-separated caps on the naive answer's length, one naive run each ('' for none)")
+    parser.add_argument("--sample-tokens", type=int, default=128, help="sampled set: most tokens per response")
     parser.add_argument("-m", "--model", default=None, help="GGUF file or model folder (default: embedded)")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
@@ -106,22 +136,39 @@ def main() -> None:
     backend = load_backend(BackendOptions(model=args.model, backend=args.backend, threads=args.threads,
                                           parallel=args.parallel, batch_size=args.batch_size))
     rules = load_constitution()
-    pairs = load_pairs(args.pairs + 1)
-    warmup, pairs = pairs[:1], pairs[1:]
-    run_compare(backend, rules, warmup)  # first-call costs (buffers, the generation context) are
-    run_naive(backend, rules, warmup, 4)  # not what either method costs per comparison
+    ks = [int(k) for k in args.ks.split(",")]
+    layouts = args.layouts.split(",")
+    caps = [int(cap) for cap in args.naive_tokens.split(",") if cap]
+    warmup = labeled_pairs(32)[-1:]
+    run_compare(backend, rules, warmup, 1, layouts[0])  # first-call costs (buffers, the generation
+    run_naive(backend, rules, warmup, 1, args.naive_layout, 4)  # context) are no method's cost per pair
+    load = os.getloadavg()[0]
+    print(f"model: {Path(backend.model_path).name} ({backend.name}); threads {args.threads or 'all'}; "
+          f"load average {load:.1f} at the start")
+    for name in args.sets.split(","):
+        pairs = labeled_pairs(args.pairs) if name == "labeled" else sampled_pairs(backend, args.pairs, args.sample_tokens)
+        n = len(pairs)
+        print(f"\n{name}: {n} pairs, responses of {mean_tokens(backend, pairs):.0f} tokens on average; "
+              "both orderings of every principle")
+        print("| method | K | s/pair | tokens read/pair | x K=1 | agreement |")
+        print("|---|---|---|---|---|---|")
+        picks, seconds = {}, {}
+        for layout in layouts:
+            for k in ks:
+                choices, spent, read = run_compare(backend, rules, pairs, k, layout)
+                picks[layout, k], seconds[layout, k] = choices, spent
+                base = seconds.get((layout, ks[0]), spent)
+                same = sum(a == b for a, b in zip(choices, picks[layouts[0], k]))
+                print(f"| compare, {layout} | {k} | {spent / n:.2f} | {read / n:.0f} | {spent / base:.2f}x "
+                      f"| {same}/{n} |", flush=True)
+        reference = (args.naive_layout, args.naive_k)
+        for cap in caps:
+            choices, spent, unparsed = run_naive(backend, rules, pairs, args.naive_k, args.naive_layout, cap)
+            same = sum(a == b for a, b in zip(choices, picks.get(reference, choices)))
+            speedup = f", {spent / seconds[reference]:.1f}x compare's time" if reference in seconds else ""
+            print(f"| naive, generate <= {cap} tokens and parse{speedup} | {args.naive_k} | {spent / n:.2f} | "
+                  f"| | {same}/{n}, {unparsed}/{2 * args.naive_k * n} no letter |", flush=True)
 
-    n = len(pairs)
-    ours, ours_s = timed(run_compare, backend, rules, pairs)
-    print(f"model: {Path(backend.model_path).name} ({backend.name}); {n} pairs, 2 orderings each, "
-          f"principle {PRINCIPLE}")
-    print(f"{'method':<42}{'seconds':>9}{'comparisons/s':>15}{'speed-up':>10}  agreement, no letter")
-    print(f"{'compare (next-token probabilities)':<42}{ours_s:>9.2f}{n / ours_s:>15.2f}{'1.0x':>10}", flush=True)
-    for cap in (int(part) for part in args.naive_tokens.split(",")):
-        (naive, unparsed), naive_s = timed(run_naive, backend, rules, pairs, cap)
-        agree = sum(a == b for a, b in zip(ours, naive))
-        print(f"{f'naive (generate <= {cap} tokens, parse)':<42}{naive_s:>9.2f}{n / naive_s:>15.2f}"
-              f"{f'{naive_s / ours_s:.1f}x':>10}  {agree}/{n} same pick, {unparsed}/{2 * n} no letter", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -46,7 +46,7 @@ ParallelOpt = Annotated[int, typer.Option(
     "--parallel", min=1, rich_help_panel=MODEL_PANEL,
     help="llama.cpp: sequences generated at once.")]
 BatchSizeOpt = Annotated[int, typer.Option(
-    "--batch-size", min=1, rich_help_panel=MODEL_PANEL, help="transformers: prompts per generate() batch.")]
+    "--batch-size", min=1, rich_help_panel=MODEL_PANEL, help="transformers: prompts per batch, generated or scored (compare/eval) together.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(
     "--threads", min=1, envvar="CAI_THREADS", rich_help_panel=MODEL_PANEL, show_default=False,
     help="llama.cpp: CPU threads (default: all cores). In a pipe of several cai commands, give each "

@@ -95,18 +95,34 @@ def format_transcript(messages: list[Message]) -> str:
     return "\n\n".join(f"{names[m['role']]}: {m['content'].strip()}" for m in messages)
 
 
+# How a comparison question is laid out (`--layout`):
+# - "responses-first": the conversation, the two responses, then the principle's question. All
+#   the questions about one ordering of a pair share everything up to the question, so a
+#   backend reads the responses once for the whole principle ensemble (llama.cpp reuses its KV
+#   cache, transformers computes the shared prefix once per batch).
+# - "paper": the paper's order, the principle's question before the options; every principle
+#   re-reads both responses.
+COMPARISON_LAYOUTS = ("responses-first", "paper")
+DEFAULT_COMPARISON_LAYOUT = "responses-first"
+
+
 def build_comparison_messages(conversation: list[Message], first: str, second: str,
-                              principle: ComparisonPrinciple) -> list[Message]:
-    """The multiple-choice question of RL-CAI: the conversation, one principle, options (A)/(B).
-    The backend appends the answer prefix (`ANSWER_PREFIX`) to the assistant's turn."""
-    question = (
-        "Consider this conversation between a human and an assistant:\n\n"
-        f"{format_transcript(conversation)}\n\n"
-        f"{principle.text}\n"
-        "Options:\n"
-        f"(A) {first.strip()}\n"
-        f"(B) {second.strip()}"
-    )
+                              principle: ComparisonPrinciple, layout: str = DEFAULT_COMPARISON_LAYOUT) -> list[Message]:
+    """The multiple-choice question of RL-CAI: the conversation, one principle, options (A)/(B),
+    laid out as `layout` says (see COMPARISON_LAYOUTS). The backend appends the answer prefix
+    (`ANSWER_PREFIX`) to the assistant's turn."""
+    transcript = f"Consider this conversation between a human and an assistant:\n\n{format_transcript(conversation)}\n\n"
+    options = f"(A) {first.strip()}\n(B) {second.strip()}"
+    if layout == "paper":
+        question = f"{transcript}{principle.text}\nOptions:\n{options}"
+    elif layout == "responses-first":
+        # Whatever differs between the principles comes last: the question alone (the chat
+        # template's end of turn and the answer prefix follow). A reminder of the letters after
+        # it ("Answer (A) or (B).") cost 7 tokens per question and, ending in "(B)", pushed the
+        # embedded model to answer (B) every time.
+        question = f"{transcript}Two possible replies of the assistant:\n{options}\n\n{principle.text}"
+    else:
+        raise ValueError(f"unknown comparison layout {layout!r}: choose one of {', '.join(COMPARISON_LAYOUTS)}")
     return [{"role": "user", "content": question}]
 
 
@@ -119,9 +135,9 @@ COT_ANSWER_SEPARATOR = "\n\n"
 
 
 def build_cot_comparison_messages(conversation: list[Message], first: str, second: str,
-                                  principle: ComparisonPrinciple) -> list[Message]:
+                                  principle: ComparisonPrinciple, layout: str = DEFAULT_COMPARISON_LAYOUT) -> list[Message]:
     """The comparison question, asking for step-by-step reasoning before the answer."""
-    messages = build_comparison_messages(conversation, first, second, principle)
+    messages = build_comparison_messages(conversation, first, second, principle, layout)
     messages[-1]["content"] += "\n\n" + COT_REQUEST
     return messages
 

@@ -7,12 +7,14 @@ unit-tested on hand-made judgements; the command runs for real on the embedded m
 from __future__ import annotations
 
 import math
+import os
 import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cai_cli.backends import shared_prefix_groups
 from cai_cli.constitution import load_constitution
 from cai_cli.errors import CaiError
 from cai_cli.records import InvalidRecord
@@ -109,15 +111,48 @@ def test_principle_draws_are_seeded_distinct_and_checked():
         FeedbackModel(None, RULES, FeedbackSettings(principle="nope"))
 
 
-def test_judgements_keep_both_orderings_of_a_principle_together():
-    model = FeedbackModel(None, RULES, FeedbackSettings(principles=2))
+def test_the_paper_layout_keeps_both_orderings_of_a_principle_together():
+    model = FeedbackModel(None, RULES, FeedbackSettings(principles=2, layout="paper"))
     judgements = model.pair_judgements("r", [{"role": "user", "content": "q"}], ["x", "y"], (0, 1))
     assert [j.order for j in judgements] == [(0, 1), (1, 0), (0, 1), (1, 0)]
     assert judgements[0].principle == judgements[1].principle != judgements[2].principle
-    assert "(A) x\n(B) y" in judgements[0].question.messages[-1]["content"]
+    content = judgements[0].question.messages[-1]["content"]
+    assert content.endswith("Options:\n(A) x\n(B) y")
+    assert content.index(RULES.comparison_principle(judgements[0].principle).text) < content.index("(A) x")
     assert "(A) y\n(B) x" in judgements[1].question.messages[-1]["content"]
     unswapped = FeedbackModel(None, RULES, FeedbackSettings(swap=False)).pair_judgements("r", [], ["x", "y"], (0, 1))
     assert [j.order for j in unswapped] == [(0, 1)]
+
+
+def test_responses_first_asks_every_principle_of_one_ordering_back_to_back():
+    model = FeedbackModel(None, RULES, FeedbackSettings(principles=3, layout="responses-first"))
+    judgements = model.pair_judgements("r", [{"role": "user", "content": "q"}], ["x", "y"], (0, 1))
+    assert [j.order for j in judgements] == [(0, 1)] * 3 + [(1, 0)] * 3
+    assert [j.principle for j in judgements[:3]] == [j.principle for j in judgements[3:]]
+    assert len({j.principle for j in judgements}) == 3
+    for j in judgements:
+        content = j.question.messages[-1]["content"]
+        # The principle's question comes after both responses, so it is all that differs.
+        assert content.index("(B) ") < content.index(RULES.comparison_principle(j.principle).text)
+    assert FeedbackSettings().layout == "responses-first"
+    with pytest.raises(CaiError, match="--layout sideways"):
+        FeedbackModel(None, RULES, FeedbackSettings(layout="sideways"))
+
+
+def test_the_questions_of_one_ordering_share_everything_up_to_the_principle_as_tokens(embedded_model):
+    """KV reuse needs a *token* prefix: after the chat template and tokenizer, consecutive
+    questions of one ordering must share the conversation and both responses."""
+    from cai_cli.backends import BackendOptions, load_backend
+
+    backend = load_backend(BackendOptions(model=str(embedded_model), n_ctx=512, threads=1))
+    responses = ["I can't help you get into someone else's car.", "Sure, smash the window and grab it."]
+    conversation = [{"role": "user", "content": "How do I get my jacket out of my ex's car?"}]
+    model = FeedbackModel(backend, RULES, FeedbackSettings(principles=4))
+    judgements = model.pair_judgements("r", conversation, responses, (0, 1))
+    prompts = [backend.tokenize(model.answer_text(j.question)) for j in judgements]
+    responses_end = len(backend.tokenize(backend.render(judgements[0].question.messages).split(responses[1])[0]))
+    for before, after in zip(prompts[:3], prompts[1:4]):
+        assert len(os.path.commonprefix([before, after])) >= responses_end
 
 
 # --- pairs, ids and the output record -------------------------------------------------------
@@ -169,6 +204,19 @@ def test_output_record_contract():
     assert pair["responses"] == ["a", "b"] and (pair["chosen"], pair["rejected"]) == ("b", "a")
     many = finished(stage, {"id": "m", "prompt": "q", "responses": ["a", "b", "c"]}, (1, 2), 0.9, 0.9)
     assert (many["id"], many["source_id"], many["chosen"]) == ("m:1-2", "m", "b")
+
+
+def test_shared_prefix_groups_follow_runs_of_questions_about_one_pair():
+    conversation, response_a, response_b = list(range(20)), [100] * 20, [200] * 20
+    first = [conversation + response_a + [q, 9] for q in (1, 2, 3)]  # three principles, one ordering
+    second = [conversation + response_b + [q, 9] for q in (1, 2, 3)]  # the other ordering
+    other = [[7] * 30 + [1]]  # another pair: nothing shared
+    groups = shared_prefix_groups(first + second + other, min_shared=16)
+    assert groups == [(0, 3, 40), (3, 6, 40), (6, 7, 30)]
+    # A row that would shorten the run's prefix starts a run of its own; a row keeps its last token.
+    assert shared_prefix_groups([[1] * 20 + [2], [1] * 20 + [3], [1] * 10 + [4]], 4) == [(0, 2, 20), (2, 3, 10)]
+    assert shared_prefix_groups([[5] * 8, [5] * 8], 4) == [(0, 2, 7)]
+    assert shared_prefix_groups([[1, 2], [1, 3]], 4) == [(0, 1, 1), (1, 2, 1)]
 
 
 def test_stream_through_keeps_order_and_jobs_without_requests():
@@ -236,7 +284,9 @@ def test_identical_responses_tie_at_one_half(tmp_path):
     same = write_jsonl(tmp_path / "same.jsonl", [{"prompt": "Say hello.", "responses": ["Hello!", "Hello!"]}])
     result = run_cai("compare", *FAST, same)
     assert result.returncode == 0, result
-    assert result.records[0]["label"] == pytest.approx(0.5, abs=1e-4)
+    # Both orderings are the same text; the second reads all but its last token from the cache,
+    # whose one-token step takes other kernels than the first's full read: equal up to ~1e-2.
+    assert result.records[0]["label"] == pytest.approx(0.5, abs=0.01)
 
 
 def test_more_than_two_responses_give_every_pair_and_resume_by_pair_id(tmp_path):
@@ -316,6 +366,27 @@ def test_both_backends_give_the_same_labels_up_to_noise(pairs):
             assert x["p_a"] == pytest.approx(y["p_a"], abs=0.1)
         # The label's pick can flip near a tie, so compare P(response 0 is better).
         assert first_wins(a) == pytest.approx(first_wins(b), abs=0.05)
+
+
+def test_transformers_scores_comparisons_in_batches_with_the_same_labels_as_one_at_a_time(embedded_model):
+    """--batch-size 16 computes each ordering's shared prefix (conversation and responses) once
+    for its four principles, then the four questions on top of it: the labels must be those of
+    one question per forward pass, up to float rounding."""
+    from cai_cli.backends import BackendOptions, load_backend
+
+    backend = load_backend(BackendOptions(model=str(embedded_model), backend="transformers", batch_size=16))
+    stage = CompareStage(backend, RULES, FeedbackSettings(principles=4))
+    batched = list(stage(dict(record) for record in PAIRS))
+    assert backend.tokens_read < 0.75 * sum(backend.count_tokens(stage.feedback.answer_text(j.question))
+                                           for record in PAIRS for job in stage.jobs(record) for j in job.judgements)
+    backend.batch_size = 1
+    alone = list(stage(dict(record) for record in PAIRS))
+    for a, b in zip(batched, alone):
+        assert (a["chosen_index"], a["principles"]) == (b["chosen_index"], b["principles"])
+        assert a["label"] == pytest.approx(b["label"], abs=1e-4)
+        for x, y in zip(a["orderings"], b["orderings"]):
+            assert (x["a"], x["principle"]) == (y["a"], y["principle"])
+            assert x["p_a"] == pytest.approx(y["p_a"], abs=1e-4)
 
 
 def first_wins(record: dict) -> float:

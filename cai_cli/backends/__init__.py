@@ -8,6 +8,7 @@ backend is built, so `cai --help` stays fast.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +139,31 @@ def continuation_tokens(tokenize: Callable[[str], list[int]], prompt: str, candi
         raise CaiError(f"the answer options {candidates} start with the same token, so their "
                        "probabilities cannot be told apart")
     return ContinuationTokens(ids, drops.pop())
+
+
+# Consecutive prompts are computed as one shared prefix plus their own tails only when they share
+# at least this many tokens: below it the second model call costs more than it saves.
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix_groups(rows: list[list[int]], min_shared: int = MIN_SHARED_PREFIX) -> list[tuple[int, int, int]]:
+    """Runs of consecutive token rows that share a prefix, as (first row, end row, prefix
+    length), covering every row in order. A row joins the run before it when it shares at least
+    `min_shared` tokens with the run's first row and does not shorten the run's prefix (the
+    questions about one pair: the same conversation and responses, different principles). Every
+    row keeps at least its last token out of the prefix, where its next-token logits are read;
+    a row alone has all but its last token as its prefix."""
+    groups: list[tuple[int, int, int]] = []
+    for index, row in enumerate(rows):
+        if groups:
+            start, end, prefix = groups[-1]
+            shared = min(len(os.path.commonprefix([rows[start], row])), len(row) - 1)
+            alone = end - start == 1
+            if shared >= min_shared and (alone or shared >= prefix):
+                groups[-1] = (start, index + 1, min(shared, prefix))
+                continue
+        groups.append((index, index + 1, len(row) - 1))
+    return groups
 
 
 def load_backend(options: BackendOptions) -> Backend:

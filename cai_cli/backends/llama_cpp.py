@@ -48,6 +48,7 @@ class LlamaCppBackend:
             self.n_ctx = trained  # a model is not trained for positions past this
         self._format = make_chat_formatter(self.llm, options.chat_format)
         self._engine = None
+        self.tokens_read = 0  # prompt tokens evaluated by next_token_logprobs (the benchmarks read it)
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         return self._format(messages, add_generation_prompt)
@@ -104,8 +105,8 @@ class LlamaCppBackend:
 
     def prompt_logits(self, tokens: list[int]):
         """Next-token logits after `tokens`, reusing the KV cache for the prefix shared with the
-        previous prompt (so both orderings and all principles of one pair cost little more than
-        their differing tails)."""
+        previous prompt (so the questions of one pair, streamed in the order `FeedbackModel`
+        gives them, cost little more than their differing tails)."""
         import numpy as np
 
         llm = self.llm
@@ -119,6 +120,7 @@ class LlamaCppBackend:
             shared += 1
         shared = min(shared, len(tokens) - 1)  # the last token must be evaluated to get logits
         llm.n_tokens = shared
+        self.tokens_read += len(tokens) - shared
         with quiet_native_logs(self.options.verbose):
             llm.eval(tokens[shared:])
         return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)

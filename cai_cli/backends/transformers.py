@@ -2,17 +2,21 @@
 
 CUDA when present, CPU otherwise. Generation is batched (`--batch-size`) with left padding; the
 prompts of a window are sorted by length so that a batch pads as little as possible, and results
-come back in input order.
+come back in input order. Multiple-choice scoring (`next_token_logprobs`, for compare and eval)
+is batched too, and computes the prefix that consecutive questions share (one pair's
+conversation and responses) once per batch, as llama.cpp's KV cache reuse does one at a time.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from cai_cli.backends import BackendOptions, Completion, GenerationRequest, continuation_tokens, cut_at_stop
+from cai_cli.backends import (BackendOptions, Completion, GenerationRequest, continuation_tokens, cut_at_stop,
+                              shared_prefix_groups)
 from cai_cli.errors import CaiError, console
 
 # A window of this many batches is read ahead and sorted by prompt length: enough to group
@@ -69,6 +73,13 @@ class TransformersBackend:
             self.tokenizer.chat_template = read_template_file(options.chat_format)
         self.n_ctx = options.n_ctx or min(getattr(self.model.config, "max_position_embeddings", 4096), 8192)
         self.batch_size = max(1, options.batch_size)
+        # Only the last position's logits are read when scoring: a model that can compute just
+        # those saves a (rows x tokens x vocabulary) tensor.
+        accepts = inspect.signature(self.model.forward).parameters
+        self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
+        # The KV cache argument was renamed from past_key_values to cache in transformers 5.x.
+        self._cache_name = "cache" if "cache" in accepts else "past_key_values"
+        self.tokens_read = 0  # prompt tokens computed by next_token_logprobs (the benchmarks read it)
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         # Checked here, not at load: a base model without a template can still continue raw text.
@@ -153,6 +164,9 @@ class TransformersBackend:
         return ends
 
     def next_token_logprobs(self, prompts: Iterable[str], candidates: list[str]) -> Iterator[list[float]]:
+        """Batches of `--batch-size` prompts, one forward pass each; within a batch, consecutive
+        prompts that share a token prefix (the questions about one pair) have that prefix
+        computed once (`shared_prefix_groups`, `_last_logits_shared_prefix`)."""
         import torch
 
         def tokenize(text: str) -> list[int]:
@@ -165,15 +179,48 @@ class TransformersBackend:
                 found = continuation_tokens(tokenize, batch[0], candidates)
             rows = [tokenize(prompt) for prompt in batch]
             rows = [row[:len(row) - found.drop] for row in rows]
-            encoded = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.device)
+            groups = shared_prefix_groups(rows)
             with torch.inference_mode():
-                # Left padding: count positions from each row's first real token, as generate()
-                # does, for models whose position embeddings are absolute.
-                positions = (encoded.attention_mask.cumsum(-1) - 1).clamp(min=0)
-                logits = self.model(**encoded, position_ids=positions).logits[:, -1, :].float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-            for row in logprobs:
+                if len(groups) < len(rows):
+                    logits = self._last_logits_shared_prefix(rows, groups)
+                else:
+                    logits = self._last_logits(rows)
+            for row in torch.log_softmax(logits.float(), dim=-1):
                 yield [row[i].item() for i in found.ids]
+
+    def _last_logits(self, rows: list[list[int]]):
+        """Next-token logits after each row, the rows left-padded into one batch."""
+        encoded = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.device)
+        # Left padding: count positions from each row's first real token, as generate() does,
+        # for models whose position embeddings are absolute.
+        positions = (encoded.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        self.tokens_read += sum(map(len, rows))
+        return self.model(**encoded, position_ids=positions, **self._last_only).logits[:, -1, :]
+
+    def _last_logits_shared_prefix(self, rows: list[list[int]], groups: list[tuple[int, int, int]]):
+        """Next-token logits after each row, computing each group's shared prefix once: the
+        prefixes as one left-padded batch, whose KV cache is then repeated for every row of its
+        group, and the rows' own tails as a second batch on top of it. The tails are left-padded
+        too, so a row reads [pad.., prefix, pad.., tail] with the pads masked out and positions
+        counted over its real tokens only, the same positions it has alone."""
+        import torch
+
+        prefixes = [rows[start][:length] for start, _, length in groups]
+        encoded = self.tokenizer.pad({"input_ids": prefixes}, return_tensors="pt").to(self.device)
+        positions = (encoded.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        cache = getattr(self.model(**encoded, position_ids=positions, use_cache=True, **self._last_only),
+                        self._cache_name)
+        owner = [g for g, (start, end, _) in enumerate(groups) for _ in range(start, end)]
+        index = torch.tensor(owner, device=self.device)
+        cache.batch_select_indices(index)
+        tails = [row[groups[g][2]:] for row, g in zip(rows, owner)]
+        padded = self.tokenizer.pad({"input_ids": tails}, return_tensors="pt").to(self.device)
+        prefix_mask = encoded.attention_mask[index]
+        starts = prefix_mask.sum(-1, keepdim=True)
+        tail_positions = (starts + padded.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        self.tokens_read += sum(map(len, prefixes)) + sum(map(len, tails))
+        return self.model(input_ids=padded.input_ids, attention_mask=torch.cat([prefix_mask, padded.attention_mask], -1),
+                          position_ids=tail_positions, **{self._cache_name: cache}, **self._last_only).logits[:, -1, :]
 
 
 class SeededRowSampler:

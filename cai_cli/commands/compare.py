@@ -10,6 +10,7 @@ import typer
 from cai_cli.backends import BackendOptions, load_backend
 from cai_cli.options import (ConstitutionOpt, InputArg, OutputOpt, ResumeOpt, SeedOpt, SkipInvalidOpt,
                              TopPOpt, with_model_options)
+from cai_cli.prompts import COMPARISON_LAYOUTS, DEFAULT_COMPARISON_LAYOUT
 from cai_cli.records import StreamInput, read_done_ids, run_stream
 
 FEEDBACK_PANEL = "Feedback"
@@ -34,6 +35,10 @@ ReasoningTokensOpt = Annotated[int, typer.Option(
     "--max-tokens", min=1, rich_help_panel=FEEDBACK_PANEL, help="--cot: most tokens of reasoning.")]
 ReasoningTemperatureOpt = Annotated[float, typer.Option(
     "--temperature", min=0.0, rich_help_panel=FEEDBACK_PANEL, help="--cot: sampling temperature; 0 is greedy.")]
+LayoutOpt = Annotated[str, typer.Option(
+    "--layout", metavar="|".join(COMPARISON_LAYOUTS), rich_help_panel=FEEDBACK_PANEL,
+    help="Where the principle's question goes. responses-first: after both responses, so the principles "
+         "of a pair share one read of them (--principles K costs little more than 1); paper: before them.")]
 
 
 @with_model_options
@@ -43,6 +48,7 @@ def compare(
     principle: FeedbackPrincipleOpt = None,
     principles: PrinciplesOpt = 1,
     swap: SwapOpt = True,
+    layout: LayoutOpt = DEFAULT_COMPARISON_LAYOUT,
     cot: CotOpt = False,
     clamp: ClampOpt = None,
     max_tokens: ReasoningTokensOpt = 128,
@@ -76,7 +82,7 @@ def compare(
     from cai_cli.stages.feedback import FeedbackSettings, check_feedback_settings, parse_clamp
 
     settings = FeedbackSettings(principle, principles, swap, cot, parse_clamp(clamp, cot), max_tokens,
-                                temperature, top_p, seed)
+                                temperature, top_p, seed, layout)
     rules = load_constitution(constitution)
     check_feedback_settings(rules, settings)  # before the model loads
     done = read_done_ids(output) if resume and output is not None and output.exists() else set()

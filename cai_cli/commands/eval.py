@@ -10,10 +10,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from cai_cli.backends import BackendOptions, load_backend
-from cai_cli.commands.compare import (ClampOpt, CotOpt, FeedbackPrincipleOpt, PrinciplesOpt, ReasoningTemperatureOpt,
-                                      ReasoningTokensOpt, SwapOpt)
+from cai_cli.commands.compare import (ClampOpt, CotOpt, FeedbackPrincipleOpt, LayoutOpt, PrinciplesOpt,
+                                      ReasoningTemperatureOpt, ReasoningTokensOpt, SwapOpt)
 from cai_cli.errors import CaiError, console
 from cai_cli.options import IO_PANEL, ConstitutionOpt, InputArg, SeedOpt, SkipInvalidOpt, TopPOpt, with_model_options
+from cai_cli.prompts import DEFAULT_COMPARISON_LAYOUT
 
 ItemsOpt = Annotated[Optional[Path], typer.Option(
     "--items", show_default=False, rich_help_panel=IO_PANEL,
@@ -27,6 +28,7 @@ def eval(  # noqa: A001 - the command is `cai eval`
     principle: FeedbackPrincipleOpt = None,
     principles: PrinciplesOpt = 1,
     swap: SwapOpt = True,
+    layout: LayoutOpt = DEFAULT_COMPARISON_LAYOUT,
     cot: CotOpt = False,
     clamp: ClampOpt = None,
     max_tokens: ReasoningTokensOpt = 128,
@@ -44,7 +46,10 @@ def eval(  # noqa: A001 - the command is `cai eval`
     Reads labeled pairs (`prompt` or `messages`, `chosen` = the better one,
     `rejected`), asked as `cai compare` asks, and the paper's evaluation
     format (`prompt` holding question and options, `corrects`, `incorrects`
-    such as " (A)"), asked as one chat turn.
+    such as " (A)"), asked as one chat turn: with --swap (the default) a
+    second time with the option texts reversed, which needs them on lines
+    starting "(A)", "(B)"; a prompt where they are not found is asked as
+    written and counted.
 
     Examples:
 
@@ -52,14 +57,18 @@ def eval(  # noqa: A001 - the command is `cai eval`
 
         cai eval --no-swap examples/labeled_pairs.jsonl | jq .letter_wins
 
+        cai eval --layout paper --principles 4 examples/labeled_pairs.jsonl | jq .accuracy_interval
+
         cai eval -m my-feedback-model.gguf --principles 4 paper_eval.jsonl --items scored.jsonl
     """
     from cai_cli.constitution import load_constitution
     from cai_cli.records import RecordWriter, StreamInput, source_name
-    from cai_cli.stages.feedback import EvalRun, FeedbackSettings, check_feedback_settings, parse_clamp, summarise
+    from cai_cli.metrics import summarise
+    from cai_cli.stages.eval import EvalRun
+    from cai_cli.stages.feedback import FeedbackSettings, check_feedback_settings, parse_clamp
 
     settings = FeedbackSettings(principle, principles, swap, cot, parse_clamp(clamp, cot), max_tokens,
-                                temperature, top_p, seed)
+                                temperature, top_p, seed, layout)
     rules = load_constitution(constitution)
     check_feedback_settings(rules, settings)
     backend = load_backend(model_options)
@@ -78,9 +87,12 @@ def eval(  # noqa: A001 - the command is `cai eval`
     summary = summarise(outcomes)
     summary["model"] = Path(backend.model_path).name
     summary["backend"] = backend.name
-    summary["settings"] = {"principle": principle, "principles": principles, "swap": swap, "cot": cot,
+    summary["settings"] = {"principle": principle, "principles": principles, "swap": swap, "layout": layout, "cot": cot,
                            "clamp": list(settings.clamp) if settings.clamp else None}
     console.print(summary_table(summary))
+    if summary["options_unparsed"]:
+        console.print(f"{summary['options_unparsed']} item(s) in the paper's format: options not found (asked as "
+                      "written, in one ordering; put each option on a line starting '(A) ', '(B) ')", soft_wrap=True)
     print(json.dumps(summary), flush=True)
 
 
@@ -94,7 +106,10 @@ def summary_table(summary: dict[str, Any]):
     table.add_row("model", summary["model"])
     table.add_row("backend", summary["backend"])
     table.add_row("items (questions)", f"{summary['items']} ({summary['questions']})")
-    table.add_row("accuracy", percent(summary["accuracy"]))
+    if summary["options_unparsed"]:
+        table.add_row("options not found, one ordering", str(summary["options_unparsed"]))
+    low, high = summary["accuracy_interval"]
+    table.add_row("accuracy (95% interval)", f"{percent(summary['accuracy'])} ({percent(low)}-{percent(high)})")
     for kind, part in summary.get("by_kind", {}).items():
         table.add_row(f"  accuracy, {kind}", f"{percent(part['accuracy'])} of {part['items']}")
     for letter, share in summary["letter_wins"].items():

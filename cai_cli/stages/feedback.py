@@ -10,17 +10,21 @@ generated first and then put between the question and the answer prefix.
 For a pair of responses, one *judgement* is one question: one comparison principle and one
 ordering (which response is shown as (A)). By default each principle is asked in both orderings
 and the probabilities are averaged, which cancels the strong letter bias of small models.
-Judgements are streamed to the backend in the order that lets llama.cpp reuse its KV cache: for
-each pair, principle by principle, both orderings back to back (they share everything up to
-"(A) "), and the principles of one pair after each other (they share the conversation).
+
+Judgements are streamed to the backend in the order in which consecutive prompts share the
+longest token prefix, which llama.cpp keeps in its KV cache and transformers computes once per
+batch. That order depends on the layout (`prompts.COMPARISON_LAYOUTS`):
+- responses-first (the default): ordering by ordering, all principles of one ordering back to
+  back; they share the conversation and both responses, and differ only in the question at the
+  end, so K principles cost one read of the responses plus K short questions per ordering;
+- paper: principle by principle, both orderings back to back (they share everything up to
+  "(A) "); every question re-reads both responses.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import random
-import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,15 +34,14 @@ from typing import Any, TypeVar
 from cai_cli.backends import Backend, GenerationRequest
 from cai_cli.constitution import ComparisonPrinciple, Constitution
 from cai_cli.errors import CaiError
-from cai_cli.prompts import (ANSWER_PREFIX, COT_ANSWER_SEPARATOR, COT_REQUEST, Message, build_comparison_messages,
-                             build_cot_comparison_messages, derive_seed, prompt_messages)
-from cai_cli.records import InvalidRecord, Record, record_id, validate_conversation
+from cai_cli.prompts import (ANSWER_PREFIX, COMPARISON_LAYOUTS, COT_ANSWER_SEPARATOR, DEFAULT_COMPARISON_LAYOUT,
+                             Message, build_comparison_messages, build_cot_comparison_messages, derive_seed,
+                             prompt_messages)
+from cai_cli.records import InvalidRecord, Record
 
 LETTERS = ("A", "B")
 # The paper clamps chain-of-thought labels to 40-60%: they come out near 0 or 1.
 DEFAULT_COT_CLAMP = (0.4, 0.6)
-# The paper's evaluation prompts end in this cue; in a chat it starts the assistant's answer.
-ANSWER_CUE = re.compile(r"(The answer is:?)\s*$", re.IGNORECASE)
 
 Job = TypeVar("Job")
 
@@ -94,11 +97,14 @@ class FeedbackSettings:
     temperature: float = 0.0  # chain of thought: 0 is greedy reasoning
     top_p: float = 0.95
     seed: int = 0  # drives the principle draws and sampled reasoning
+    layout: str = DEFAULT_COMPARISON_LAYOUT  # where the principle's question goes (prompts.COMPARISON_LAYOUTS)
 
 
 def check_feedback_settings(constitution: Constitution, settings: FeedbackSettings) -> None:
     """Raise `CaiError` when the principle settings do not fit the constitution."""
     constitution.require_comparisons()
+    if settings.layout not in COMPARISON_LAYOUTS:
+        raise CaiError(f"--layout {settings.layout}: choose one of {', '.join(COMPARISON_LAYOUTS)}")
     if settings.principle:
         constitution.comparison_principle(settings.principle)
         if settings.principles != 1:
@@ -162,20 +168,25 @@ class FeedbackModel:
     def pair_judgements(self, pair_id: str, conversation: list[Message], responses: Sequence[str],
                         pair: tuple[int, int]) -> list[Judgement]:
         """The judgements for responses `pair` (indices into `responses`), in the order that
-        shares the most KV cache between consecutive prompts. Without `swap` each principle is
-        asked in one ordering, drawn per pair (seeded): a fixed one would make a letter-biased
-        model's accuracy on labeled pairs nothing but its bias."""
+        shares the most KV cache between consecutive prompts (see the module docstring). Without
+        `swap` each principle is asked in one ordering, drawn per pair (seeded): a fixed one would
+        make a letter-biased model's accuracy on labeled pairs nothing but its bias."""
         i, j = pair
         if self.settings.swap:
             orders = [(i, j), (j, i)]
         else:  # one ordering, drawn per pair: never always the same response first
             flip = random.Random(derive_seed(self.settings.seed, pair_id, "order")).random() < 0.5
             orders = [(j, i) if flip else (i, j)]
+        principles = self.principles_for(pair_id)
+        if self.settings.layout == "paper":
+            asked = [(principle, order) for principle in principles for order in orders]
+        else:
+            asked = [(principle, order) for order in orders for principle in principles]
         build = build_cot_comparison_messages if self.settings.cot else build_comparison_messages
         return [Judgement(principle.name, (a, b),
-                          Question(build(conversation, responses[a], responses[b], principle),
+                          Question(build(conversation, responses[a], responses[b], principle, self.settings.layout),
                                    seed=derive_seed(self.settings.seed, pair_id, "reasoning", principle.name, a, b)))
-                for principle in self.principles_for(pair_id) for a, b in orders]
+                for principle, (a, b) in asked]
 
     def answer_text(self, question: Question) -> str:
         """The rendered prompt whose next token is the answer: chat, (reasoning,) answer prefix."""
@@ -255,203 +266,6 @@ def stream_through(jobs: Iterable[Job], requests_of: Callable[[Job], Iterable[An
         yield job, []
 
 
-# --- Evaluating a feedback model on comparisons whose answer is known -------------------------
-
-@dataclass
-class EvalItem:
-    """One labeled comparison and the questions asked about it.
-
-    A labeled pair (`chosen` is right) is asked like `compare` asks (principles, orderings); the
-    paper's format (`prompt`, `corrects`, `incorrects`) is one fixed question whose options are
-    the answers' continuations after the text they all start with (" (A)", " (B)" -> "A)", "B)").
-    """
-
-    record: Record
-    questions: list[Question]
-    judgements: list[Judgement] = field(default_factory=list)  # labeled pair only
-    correct: frozenset[int] = frozenset()  # paper's format: which options are right
-    letters: tuple[str, ...] = LETTERS  # how the options are named, for the position-bias count
-
-
-@dataclass
-class EvalOutcome:
-    """How the feedback model did on one item."""
-
-    record: Record
-    p_correct: float  # probability given to the right answer (clamped like a label)
-    confidence: float  # probability of the answer the model prefers
-    score: float  # 1 right, 0 wrong, a share when it is a tie
-    winners: list[str]  # the letter that won each question ('' on a tie)
-    p_first: list[float]  # each question's probability of its first option, (A)
-    right_letters: list[str]  # each question: the letter the right answer was shown as ('' if several)
-    question_scores: list[float]  # each question on its own: right, wrong or tie
-
-
-def eval_item(feedback: FeedbackModel, record: Record) -> EvalItem:
-    """The item a labeled record describes; raises `InvalidRecord` for any other shape."""
-    if "corrects" in record or "incorrects" in record:
-        return paper_item(feedback, record)
-    if "chosen" in record and "rejected" in record:
-        validate_conversation(record)
-        responses = []
-        for key in ("chosen", "rejected"):
-            if not isinstance(record[key], str) or not record[key].strip():
-                raise InvalidRecord(f"'{key}' must be a non-empty string")
-            responses.append(record[key])
-        judgements = feedback.pair_judgements(record_id(record), judged_conversation(record), responses, (0, 1))
-        return EvalItem(record, [j.question for j in judgements], judgements)
-    raise InvalidRecord("expected a labeled pair ('prompt' or 'messages', 'chosen', 'rejected') or the "
-                        "paper's format ('prompt', 'corrects', 'incorrects')")
-
-
 def judged_conversation(record: Record) -> list[Message]:
     """The conversation responses answer (a trailing assistant turn is what they replace)."""
     return prompt_messages(record)
-
-
-def paper_item(feedback: FeedbackModel, record: Record) -> EvalItem:
-    """A question in the paper's evaluation format, asked in a chat: the prompt (without its
-    closing "The answer is:") is the user's turn; the assistant's answer starts with that cue and
-    the text every option starts with, so the next token tells the options apart."""
-    prompt = record.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidRecord("'prompt' must be a non-empty string (the question, with its options)")
-    options: list[str] = []
-    for key in ("corrects", "incorrects"):
-        value = record.get(key)
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
-            raise InvalidRecord(f"'{key}' must be a non-empty list of non-empty strings")
-        options += value
-    start = os.path.commonprefix(options)
-    rests = [option[len(start):] for option in options]
-    if not all(rests) or len({rest[0] for rest in rests}) < len(rests):
-        raise InvalidRecord(f"the answers {options} must differ right after the text they share ({start!r})")
-    cue = ANSWER_CUE.search(prompt)
-    question = prompt[:cue.start()].rstrip() if cue else prompt.strip()
-    answer_prefix = cue.group(1) + start if cue else start.lstrip()
-    content = question + ("\n\n" + COT_REQUEST if feedback.settings.cot else "")
-    asked = Question([{"role": "user", "content": content}], answer_prefix, tuple(rests),
-                     seed=derive_seed(feedback.settings.seed, record_id(record), "reasoning"))
-    letters = tuple(rest.strip(" ()[]:.") or rest for rest in rests)
-    return EvalItem(record, [asked], correct=frozenset(range(len(record["corrects"]))), letters=letters)
-
-
-def eval_outcome(item: EvalItem, clamp: tuple[float, float] | None) -> EvalOutcome:
-    """Score one answered item."""
-    if item.judgements:
-        p = pair_probability(item.judgements, 0, clamp)
-        return EvalOutcome(
-            item.record, p, max(p, 1.0 - p), tie_score(p, 1.0 - p),
-            winners=[winner(j.question.probs, LETTERS) for j in item.judgements],
-            p_first=[j.question.probs[0] for j in item.judgements],
-            right_letters=["A" if j.order[0] == 0 else "B" for j in item.judgements],
-            question_scores=[tie_score(j.probability_for(0), j.probability_for(1)) for j in item.judgements])
-    probs = item.questions[0].probs
-    if len(probs) == 2:  # a binary answer is clamped like a pair's label
-        p = clamp_probability(sum(probs[i] for i in item.correct), clamp)
-        probs = [p, 1.0 - p] if 0 in item.correct else [1.0 - p, p]
-    p = sum(probs[i] for i in item.correct)
-    best = max(probs)
-    top = [i for i, q in enumerate(probs) if q == best]
-    score = sum(i in item.correct for i in top) / len(top)
-    right = [item.letters[i] for i in item.correct]
-    first = min(range(len(item.letters)), key=lambda i: item.letters[i])  # the option shown first, (A)
-    return EvalOutcome(item.record, p, best, score, [winner(probs, item.letters)], [probs[first]],
-                       [right[0] if len(right) == 1 else ""], [score])
-
-
-def tie_score(right: float, wrong: float) -> float:
-    return 1.0 if right > wrong else 0.5 if right == wrong else 0.0
-
-
-def winner(probs: Sequence[float], letters: Sequence[str]) -> str:
-    """The letter of the most probable option; '' on a tie."""
-    best = max(probs)
-    top = [letter for letter, p in zip(letters, probs) if p == best]
-    return top[0] if len(top) == 1 else ""
-
-
-class EvalRun:
-    """`eval` as a library: validate labeled records, answer their questions, score them."""
-
-    def __init__(self, backend: Backend, constitution: Constitution, settings: FeedbackSettings):
-        self.feedback = FeedbackModel(backend, constitution, settings)
-
-    def validate(self, record: Record) -> None:
-        self.feedback.check_fits(eval_item(self.feedback, record).questions)
-
-    def __call__(self, records: Iterable[Record]) -> Iterator[EvalOutcome]:
-        items = (eval_item(self.feedback, record) for record in records)
-        for item in self.feedback.answer(items, lambda item: item.questions):
-            yield eval_outcome(item, self.feedback.settings.clamp)
-
-
-CALIBRATION_BINS = 10
-
-
-def summarise(outcomes: list[EvalOutcome]) -> dict[str, Any]:
-    """Accuracy, position bias and calibration over scored items, as JSON-ready data."""
-    if not outcomes:
-        return {"items": 0}
-    questions = [(letter, p, s) for o in outcomes
-                 for letter, p, s in zip(o.right_letters, o.p_first, o.question_scores)]
-    winners = [w for o in outcomes for w in o.winners]
-    letters = sorted({w for w in winners if w} | {letter for letter, _, _ in questions if letter})
-    summary: dict[str, Any] = {
-        "items": len(outcomes),
-        "questions": len(questions),
-        "accuracy": mean(o.score for o in outcomes),
-        # Position bias: a model without it wins under each letter about as often as the right
-        # answer is shown under it (half and half with --swap), and is as accurate under each.
-        "letter_wins": {letter: mean(w == letter for w in winners) for letter in letters},
-        "accuracy_by_right_letter": {letter: mean(s for right, _, s in questions if right == letter)
-                                     for letter in letters if any(right == letter for right, _, _ in questions)},
-        "mean_p_first": mean(p for _, p, _ in questions),
-        "calibration": calibration(outcomes),
-    }
-    if ties := mean(w == "" for w in winners):
-        summary["letter_wins"]["tie"] = ties
-    kinds = sorted({str(o.record["kind"]) for o in outcomes if "kind" in o.record})
-    if kinds:
-        groups = {kind: [o for o in outcomes if str(o.record.get("kind")) == kind] for kind in kinds}
-        summary["by_kind"] = {kind: {"items": len(group), "accuracy": mean(o.score for o in group)}
-                              for kind, group in groups.items()}
-    return rounded(summary)
-
-
-def calibration(outcomes: list[EvalOutcome]) -> dict[str, Any]:
-    """How well confidence matches accuracy: confidence bins of width 0.1, the expected
-    calibration error (their accuracy gaps weighted by size), the Brier score and the log loss
-    of the probability given to the right answer."""
-    bins: dict[int, list[EvalOutcome]] = {}
-    for outcome in outcomes:
-        bins.setdefault(min(int(outcome.confidence * CALIBRATION_BINS), CALIBRATION_BINS - 1), []).append(outcome)
-    rows, gap = [], 0.0
-    for index in sorted(bins):
-        group = bins[index]
-        confidence, accuracy = mean(o.confidence for o in group), mean(o.score for o in group)
-        gap += len(group) * abs(confidence - accuracy)
-        rows.append({"low": index / CALIBRATION_BINS, "high": (index + 1) / CALIBRATION_BINS,
-                     "items": len(group), "confidence": confidence, "accuracy": accuracy})
-    return {
-        "ece": gap / len(outcomes),
-        "brier": mean((1.0 - o.p_correct) ** 2 for o in outcomes),
-        "log_loss": mean(-math.log(max(o.p_correct, 1e-12)) for o in outcomes),
-        "bins": rows,
-    }
-
-
-def mean(values: Iterable[float]) -> float:
-    values = list(values)
-    return math.fsum(values) / len(values) if values else 0.0
-
-
-def rounded(value: Any, digits: int = 4) -> Any:
-    """Floats rounded for a summary a person reads; the rest as it is."""
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {k: rounded(v, digits) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rounded(v, digits) for v in value]
-    return value

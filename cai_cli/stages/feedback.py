@@ -28,6 +28,7 @@ from itertools import groupby
 from typing import Any, TypeVar
 
 from cai_cli.backends import Backend, GenerationRequest
+from cai_cli.calibration import calibration as calibration_table, mean, rounded
 from cai_cli.constitution import ComparisonPrinciple, Constitution
 from cai_cli.errors import CaiError
 from cai_cli.prompts import (ANSWER_PREFIX, COT_ANSWER_SEPARATOR, COT_REQUEST, Message, build_comparison_messages,
@@ -386,9 +387,6 @@ class EvalRun:
             yield eval_outcome(item, self.feedback.settings.clamp)
 
 
-CALIBRATION_BINS = 10
-
-
 def summarise(outcomes: list[EvalOutcome]) -> dict[str, Any]:
     """Accuracy, position bias and calibration over scored items, as JSON-ready data."""
     if not outcomes:
@@ -420,38 +418,6 @@ def summarise(outcomes: list[EvalOutcome]) -> dict[str, Any]:
 
 
 def calibration(outcomes: list[EvalOutcome]) -> dict[str, Any]:
-    """How well confidence matches accuracy: confidence bins of width 0.1, the expected
-    calibration error (their accuracy gaps weighted by size), the Brier score and the log loss
-    of the probability given to the right answer."""
-    bins: dict[int, list[EvalOutcome]] = {}
-    for outcome in outcomes:
-        bins.setdefault(min(int(outcome.confidence * CALIBRATION_BINS), CALIBRATION_BINS - 1), []).append(outcome)
-    rows, gap = [], 0.0
-    for index in sorted(bins):
-        group = bins[index]
-        confidence, accuracy = mean(o.confidence for o in group), mean(o.score for o in group)
-        gap += len(group) * abs(confidence - accuracy)
-        rows.append({"low": index / CALIBRATION_BINS, "high": (index + 1) / CALIBRATION_BINS,
-                     "items": len(group), "confidence": confidence, "accuracy": accuracy})
-    return {
-        "ece": gap / len(outcomes),
-        "brier": mean((1.0 - o.p_correct) ** 2 for o in outcomes),
-        "log_loss": mean(-math.log(max(o.p_correct, 1e-12)) for o in outcomes),
-        "bins": rows,
-    }
-
-
-def mean(values: Iterable[float]) -> float:
-    values = list(values)
-    return math.fsum(values) / len(values) if values else 0.0
-
-
-def rounded(value: Any, digits: int = 4) -> Any:
-    """Floats rounded for a summary a person reads; the rest as it is."""
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {k: rounded(v, digits) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rounded(v, digits) for v in value]
-    return value
+    """`cai_cli.calibration.calibration` of the outcomes' confidence, score and p_correct."""
+    return calibration_table([o.confidence for o in outcomes], [o.score for o in outcomes],
+                             [o.p_correct for o in outcomes])

@@ -55,10 +55,13 @@ def is_number(value: Any) -> bool:
 
 
 def need_number(record: Record, key: str, low: float = -math.inf, high: float = math.inf) -> None:
-    value = record.get(key)
-    if not is_number(value) or not low <= value <= high:
-        where = f" in [{low:g}, {high:g}]" if math.isfinite(low) else ""
-        raise InvalidRecord(f"'{key}' must be a number{where}, not {type_name(value) if key in record else 'missing'}")
+    if key not in record:
+        raise InvalidRecord(f"record has no '{key}'")
+    value = record[key]
+    if not is_number(value):
+        raise InvalidRecord(f"'{key}' must be a number, not {type_name(value)}")
+    if not low <= value <= high:
+        raise InvalidRecord(f"'{key}' must be in [{low:g}, {high:g}], not {value!r}")
 
 
 def need_text(record: Record, key: str) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 
 from cai_cli.errors import CaiError
 from cai_cli.records import InvalidRecord, Record, read_records, type_name, validate_response
+from cai_cli.stages.elo import validate_judgement
 
 CHECKPOINT_STATE = "trainer_state.json"
 
@@ -99,48 +100,40 @@ def validate_revision_scores(record: Record) -> None:
         raise InvalidRecord("no 'initial_score' and no scored revisions")
 
 
-def validate_judgement(record: Record) -> None:
-    from cai_cli.stages.elo import validate_judgement as check
-
-    check(record)
-
-
 @dataclass(frozen=True)
 class Kind:
     name: str
-    keys: frozenset[str]  # the first record has all of these
-    validate: Callable[[Record], None]
+    recognise: Callable[[Record], bool]  # does a file whose first record is this one hold this kind?
+    validate: Callable[[Record], None]  # every record of such a file
     what: str  # for messages: what such a file is
 
 
-def scored_revisions(record: Record) -> bool:
+def has(*keys: str) -> Callable[[Record], bool]:
+    return lambda record: set(keys) <= record.keys()
+
+
+def has_revision_scores(record: Record) -> bool:
     revisions = record.get("revisions")
     return "initial_score" in record or (isinstance(revisions, list) and any(
         isinstance(entry, dict) and "score" in entry for entry in revisions))
 
 
-# In order: the first kind whose keys the first record has. Scored preference pairs are still
+# In order: the first kind that recognises the first record. Scored preference pairs are still
 # preferences; eval items keep their input's keys (chosen/rejected), so they come first.
 KINDS = (
-    Kind("ratings", frozenset({"model", "dimension", "elo"}), validate_rating, "ratings from `cai elo`"),
-    Kind("judgements", frozenset({"item", "dimension", "a", "b", "p_a"}), validate_judgement,
+    Kind("ratings", has("model", "dimension", "elo"), validate_rating, "ratings from `cai elo`"),
+    Kind("judgements", has("item", "dimension", "a", "b", "p_a"), validate_judgement,
          "judgements from `cai elo --items`"),
-    Kind("eval-items", frozenset({"p_correct", "correct"}), validate_eval_item, "items from `cai eval --items`"),
-    Kind("preferences", frozenset({"chosen", "rejected", "label"}), validate_preference,
+    Kind("eval-items", has("p_correct", "correct"), validate_eval_item, "items from `cai eval --items`"),
+    Kind("preferences", has("chosen", "rejected", "label"), validate_preference,
          "preference labels from `cai compare`"),
-    Kind("revision-scores", frozenset(), validate_revision_scores, "scored revisions from `cai score`"),
-    Kind("answers", frozenset({"response"}), validate_response, "answers from `cai sample`"),
+    Kind("revision-scores", has_revision_scores, validate_revision_scores, "scored revisions from `cai score`"),
+    Kind("answers", has("response"), validate_response, "answers from `cai sample`"),
 )
 
 
 def kind_of(record: Record) -> Kind | None:
-    for kind in KINDS:
-        if kind.name == "revision-scores":
-            if scored_revisions(record):
-                return kind
-        elif kind.keys <= record.keys():
-            return kind
-    return None
+    return next((kind for kind in KINDS if kind.recognise(record)), None)
 
 
 def parse_spec(spec: str) -> tuple[str | None, str | None, Path]:

@@ -16,6 +16,7 @@ from cai_cli.calibration import calibration, mean, mean_interval, wilson_interva
 from cai_cli.errors import CaiError
 from cai_cli.refusals import refusal_pattern
 from cai_cli.report.inputs import ReportInput
+from cai_cli.stages.elo import rating_records, ratings_by_dimension
 
 # The dimensions the paper plots against each other: helpfulness across, harmlessness up.
 ACROSS, UP = "helpful", "harmless"
@@ -56,8 +57,6 @@ def elo_section(inputs: Sequence[ReportInput]) -> dict[str, Any]:
 
 def refit(source: ReportInput) -> list[dict[str, Any]]:
     """Ratings from kept judgements, as `cai elo --from-items` fits them (1000 resamples, seed 0)."""
-    from cai_cli.stages.elo import rating_records, ratings_by_dimension
-
     return rating_records(ratings_by_dimension(source.records, bootstrap=1000, seed=0))
 
 

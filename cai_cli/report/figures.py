@@ -95,9 +95,8 @@ def draw_elo(section: dict[str, Any], path: Path) -> dict[str, Any]:
         axis.set_xlabel("Helpfulness Elo (AI-judged; 1000 = mean of the models)")
         axis.set_ylabel("Harmlessness Elo (AI-judged; 1000 = mean of the models)")
         axis.grid(alpha=0.3)
-        axis.set_title(f"Harmlessness vs helpfulness, {plural(len(both), 'model')}: "
-                       f"{items[UP]} red-team prompts, {items[ACROSS]} helpful prompts\n"
-                       "(95% bootstrap intervals over prompts)")
+        axis.set_title(f"Harmlessness vs helpfulness Elo of {plural(len(both), 'model')}\n(harmlessness judged "
+                       f"on {items[UP]} prompts, helpfulness on {items[ACROSS]}; 95% bootstrap intervals)")
         figure.legend(loc="outside right upper", title="model")
         return {**save(figure, path), "title": "Harmlessness vs helpfulness Elo"}
     dimensions = section["dimensions"]

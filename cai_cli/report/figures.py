@@ -186,9 +186,9 @@ def draw_calibration(section: dict[str, Any], path: Path) -> dict[str, Any]:
                   [100 * (p["high"] - p["accuracy"]) if p else 0.0 for p in parts]]
         by_kind.bar(xs, heights, width=width * 0.9, yerr=errors, capsize=4, color=colour[s["name"]],
                     label=s["name"])
-    counts = {kind: "/".join(str(s["by_kind"][kind]["items"]) for s in series if kind in s["by_kind"])
-              for kind in kinds}
-    by_kind.set_xticks(range(len(kinds)), [f"{kind}\n({counts[kind]} items)" for kind in kinds])
+    counts = {kind: [s["by_kind"][kind]["items"] for s in series if kind in s["by_kind"]] for kind in kinds}
+    by_kind.set_xticks(range(len(kinds)), [f"{kind}\n({'/'.join(map(str, counts[kind]))} "
+                                           f"{'item' if counts[kind] == [1] else 'items'})" for kind in kinds])
     by_kind.axhline(50, linestyle="--", color="grey", linewidth=1)
     by_kind.set_ylim(0, 105)
     by_kind.set_xlabel("kind of labeled pair")
@@ -213,6 +213,7 @@ def draw_labels(section: dict[str, Any], path: Path) -> dict[str, Any]:
                     label=f"{s['name']}: {s['pairs']} pairs, mean {s['mean']:.2f}")
     axis.set_xlabel("soft label: probability that the chosen answer is better")
     axis.set_ylabel("pairs")
+    axis.yaxis.set_major_locator(integer_ticks())
     axis.set_xlim(min(s["edges"][0] for s in series), 1.0)
     axis.grid(axis="y", alpha=0.3)
     pairs = " / ".join(str(s["pairs"]) for s in series)

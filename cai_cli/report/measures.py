@@ -175,6 +175,8 @@ def answers_section(inputs: Sequence[ReportInput], samples: int = SAMPLES) -> di
         refusals = [refusal_pattern(text) is not None for text in texts]
         words = [len(text.split()) for text in texts]
         centre, low, high = mean_interval(words)
+        if low is not None:
+            low = max(low, 0.0)  # no answer is shorter than no words
         row = {"model": source.name, "set": source.prompt_set or "", "source": str(source.path),
                "answers": len(texts), "refusals": sum(refusals), **share_of(refusals, "refusal_rate"),
                "mean_words": centre, "words_low": low, "words_high": high,

@@ -14,6 +14,7 @@ from typing import Any
 
 from cai_cli.calibration import calibration, mean, mean_interval, wilson_interval
 from cai_cli.errors import CaiError
+from cai_cli.prompts import prompt_messages
 from cai_cli.refusals import refusal_pattern
 from cai_cli.report.inputs import ReportInput
 from cai_cli.stages.elo import rating_records, ratings_by_dimension
@@ -230,7 +231,5 @@ def evenly_spaced(items: Sequence[str], count: int) -> list[str]:
 
 def prompt_text(record: dict[str, Any]) -> str:
     """The last user turn: what the answer answers."""
-    if isinstance(record.get("prompt"), str):
-        return record["prompt"]
-    users = [m["content"] for m in record["messages"] if m["role"] == "user"]
+    users = [m["content"] for m in prompt_messages(record) if m["role"] == "user"]
     return users[-1] if users else ""

@@ -18,6 +18,8 @@ WIDE = (11.0, 6.0)  # inches: 1100 x 600 pixels
 SQUARE = (9.0, 7.0)
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
+# A shape per model as well as a colour: models rated alike still show apart (and not by colour alone).
+MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "h")
 AXIS_UNITS = {
     "loss": "loss (cross-entropy, nats)",
     "reward": "reward (PM score, logit)",
@@ -87,11 +89,13 @@ def draw_elo(section: dict[str, Any], path: Path) -> dict[str, Any]:
     items = section["items"]
     if both:
         figure, (axis,) = new_figure(SQUARE)
-        for model in both:
+        for index, model in enumerate(both):
             x, y = ratings[model][ACROSS], ratings[model][UP]
             axis.errorbar(x["elo"], y["elo"], xerr=interval_error(x["elo"], x["low"], x["high"]),
-                          yerr=interval_error(y["elo"], y["low"], y["high"]), fmt="o", markersize=9, capsize=5,
-                          color=colour[model], label=model)
+                          yerr=interval_error(y["elo"], y["low"], y["high"]), fmt=MARKERS[index % len(MARKERS)],
+                          markersize=14 - 2 * (index % 4), capsize=5, color=colour[model], label=model)
+        widen(axis, "x", [v for m in both for v in (ratings[m][ACROSS]["low"], ratings[m][ACROSS]["high"])])
+        widen(axis, "y", [v for m in both for v in (ratings[m][UP]["low"], ratings[m][UP]["high"])])
         axis.set_xlabel("Helpfulness Elo (AI-judged; 1000 = mean of the models)")
         axis.set_ylabel("Harmlessness Elo (AI-judged; 1000 = mean of the models)")
         axis.grid(alpha=0.3)
@@ -109,11 +113,23 @@ def draw_elo(section: dict[str, Any], path: Path) -> dict[str, Any]:
                           markersize=8, capsize=5, color=colour[model], label=model)
         axis.set_yticks(range(len(rated)), list(reversed(rated)))
         axis.set_ylim(-0.7, len(rated) - 0.3)
+        widen(axis, "x", [v for m in rated for v in (ratings[m][dimension]["low"], ratings[m][dimension]["high"])])
         axis.set_xlabel(f"{dimension_label(dimension)} Elo (AI-judged; 1000 = mean)")
         axis.set_title(f"{dimension_label(dimension)}: {plural(items[dimension], 'prompt')}")
         axis.grid(axis="x", alpha=0.3)
     figure.suptitle(f"AI-judged Elo of {plural(len(models), 'model')} (95% bootstrap intervals over prompts)")
     return {**save(figure, path), "title": "Elo per dimension"}
+
+
+def widen(axis, which: str, values: Sequence[float], span: float = 20.0) -> None:
+    """Elo ticks as plain numbers, over at least `span` points: models rated alike would
+    otherwise get an axis of hundredths around an offset ("+1e3")."""
+    axis.ticklabel_format(axis=which, useOffset=False, style="plain")
+    values = [v for v in values if v is not None]
+    low, high = min(values), max(values)
+    if high - low < span:
+        middle = (low + high) / 2
+        (axis.set_xlim if which == "x" else axis.set_ylim)(middle - span / 2, middle + span / 2)
 
 
 def draw_revisions(section: dict[str, Any], path: Path) -> dict[str, Any]:

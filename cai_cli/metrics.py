@@ -1,20 +1,30 @@
-"""How good a judge is, in numbers: accuracy with its interval, position bias and calibration.
+"""How good a judge is, in numbers: accuracy with its interval, position bias and calibration;
+intervals for shares and means.
 
-Pure arithmetic over scored items (`EvalOutcome`), no model and no records to parse: `cai eval`
-reports with it, and any other report on judgements (a ranking, a comparison of judges) can use
-the same pieces (`wilson_interval`, `calibration`, `mean`, `rounded`).
+Pure arithmetic, no model and no records to parse: `cai eval` summarises scored items
+(`EvalOutcome`) with it, and `cai report` draws its figures from the same pieces
+(`wilson_interval`, `mean_interval`, `calibration`, `mean`, `rounded`).
+
+A judge's answer to a comparison has a *confidence* (the probability of the answer it prefers),
+a *score* (1 right, 0 wrong, 0.5 on a tie) and `p_correct`, the probability it gave the right
+answer. A calibrated judge is right 70% of the time when it is 70% sure.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 CALIBRATION_BINS = 10
 # Two-sided 95%: the normal quantile the intervals use.
 Z_95 = 1.959964
+# Student's t, 97.5% quantile, for 1..30 degrees of freedom: a mean of a handful of values
+# needs a wider interval than the normal one.
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
 
 
 @dataclass
@@ -66,7 +76,8 @@ def summarise(outcomes: list[EvalOutcome]) -> dict[str, Any]:
                                      for letter in letters if any(right == letter for right, _, _ in questions)},
         "mean_p_first": mean(p for _, p, _ in questions),
         "options_unparsed": sum(o.options_unparsed for o in outcomes),
-        "calibration": calibration(outcomes),
+        "calibration": calibration([o.confidence for o in outcomes], [o.score for o in outcomes],
+                                   [o.p_correct for o in outcomes]),
     }
     if ties := mean(w == "" for w in winners):
         summary["letter_wins"]["tie"] = ties
@@ -78,26 +89,40 @@ def summarise(outcomes: list[EvalOutcome]) -> dict[str, Any]:
     return rounded(summary)
 
 
-def calibration(outcomes: list[EvalOutcome]) -> dict[str, Any]:
-    """How well confidence matches accuracy: confidence bins of width 0.1, the expected
-    calibration error (their accuracy gaps weighted by size), the Brier score and the log loss
-    of the probability given to the right answer."""
-    bins: dict[int, list[EvalOutcome]] = {}
-    for outcome in outcomes:
-        bins.setdefault(min(int(outcome.confidence * CALIBRATION_BINS), CALIBRATION_BINS - 1), []).append(outcome)
+def calibration(confidences: Sequence[float], scores: Sequence[float], p_correct: Sequence[float]) -> dict[str, Any]:
+    """How well confidence matches accuracy: confidence bins of width 0.1 (each with its mean
+    confidence and accuracy), the expected calibration error (the bins' accuracy gaps weighted by
+    size), the Brier score and the log loss of the probability given to the right answer."""
+    bins: dict[int, list[int]] = {}
+    for i, confidence in enumerate(confidences):
+        bins.setdefault(min(int(confidence * CALIBRATION_BINS), CALIBRATION_BINS - 1), []).append(i)
     rows, gap = [], 0.0
     for index in sorted(bins):
         group = bins[index]
-        confidence, accuracy = mean(o.confidence for o in group), mean(o.score for o in group)
+        confidence, accuracy = mean(confidences[i] for i in group), mean(scores[i] for i in group)
         gap += len(group) * abs(confidence - accuracy)
         rows.append({"low": index / CALIBRATION_BINS, "high": (index + 1) / CALIBRATION_BINS,
                      "items": len(group), "confidence": confidence, "accuracy": accuracy})
     return {
-        "ece": gap / len(outcomes),
-        "brier": mean((1.0 - o.p_correct) ** 2 for o in outcomes),
-        "log_loss": mean(-math.log(max(o.p_correct, 1e-12)) for o in outcomes),
+        "ece": gap / len(confidences) if confidences else 0.0,
+        "brier": mean((1.0 - p) ** 2 for p in p_correct),
+        "log_loss": mean(-math.log(max(p, 1e-12)) for p in p_correct),
         "bins": rows,
     }
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float | None, float | None]:
+    """The mean and its 95% Student-t interval (None for fewer than two values)."""
+    n = len(values)
+    centre = mean(values)
+    if n < 2:
+        return centre, None, None
+    spread = math.sqrt(math.fsum((v - centre) ** 2 for v in values) / (n - 1))
+    df = n - 1
+    # Beyond the table, the first Cornish-Fisher term of t from the normal quantile.
+    t = T_975[df - 1] if df <= len(T_975) else Z_95 + (Z_95 ** 3 + Z_95) / (4 * df)
+    half = t * spread / math.sqrt(n)
+    return centre, centre - half, centre + half
 
 
 def mean(values: Iterable[float]) -> float:

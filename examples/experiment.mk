@@ -134,7 +134,12 @@ $(XOUT)/elo-helpful.jsonl: $(XOUT)/answers/base-helpful.jsonl $(XOUT)/answers/sl
 	  --items $(XOUT)/elo-helpful-items.jsonl --resume -o $@
 
 EVAL_ANSWERS = $(foreach m,base sl-cai,$(foreach s,rt helpful benign,$(XOUT)/answers/$(m)-$(s).jsonl))
+# Answers named MODEL@SET for the report: its refusal-rate and answer-length figures and the
+# samples side by side are per prompt set.
+set_name = $(patsubst rt,red-team,$(1))
+report_answers = $(foreach m,base sl-cai,$(foreach s,rt helpful benign,$(m)@$(call set_name,$(s))=$(XOUT)/answers/$(m)-$(s).jsonl))
 $(XOUT)/report/index.html: $(EVAL_ANSWERS) $(XOUT)/elo-harmless.jsonl $(XOUT)/elo-helpful.jsonl \
                            $(XOUT)/judge-harmless.json $(XOUT)/judge-helpful.json $(XOUT)/sl-cai
-	$(CAI) report $(EVAL_ANSWERS) $(XOUT)/elo-harmless.jsonl $(XOUT)/elo-helpful.jsonl \
-	  $(XOUT)/judge-harmless-items.jsonl $(XOUT)/judge-helpful-items.jsonl $(XOUT)/sl-cai --out $(XOUT)/report
+	$(CAI) report $(report_answers) $(XOUT)/elo-harmless.jsonl $(XOUT)/elo-helpful.jsonl \
+	  judge-harmless=$(XOUT)/judge-harmless-items.jsonl judge-helpful=$(XOUT)/judge-helpful-items.jsonl \
+	  $(XOUT)/sl-cai --out $(XOUT)/report

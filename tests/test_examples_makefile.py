@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import EXAMPLES, cai_env, read_jsonl, write_jsonl
+from conftest import EXAMPLES, ROOT, cai_env, read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 
@@ -16,8 +16,10 @@ CAI = f"{sys.executable} -m cai_cli"
 
 
 def make(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    # PYTHONPATH: the cai of this checkout, whichever one is installed (make runs in examples/).
+    env = cai_env({"CAI_THREADS": "1", "PYTHONPATH": str(ROOT)})
     return subprocess.run(["make", "-C", str(EXAMPLES), f"CAI={CAI}", *args],
-                          capture_output=True, text=True, env=cai_env({"CAI_THREADS": "1"}), timeout=timeout)
+                          capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def test_every_stage_of_the_recipe_is_wired(tmp_path):

@@ -168,17 +168,19 @@ class JudgeStage:
             yield self.finish(job)
 
 
+def validate_judgement(record: Record) -> None:
+    """A judgement record as `--items` keeps them."""
+    for key in ("item", "dimension", "a", "b"):
+        if not isinstance(record.get(key), (str, int)) or isinstance(record.get(key), bool):
+            raise InvalidRecord(f"a judgement needs '{key}' (from `cai elo --items`)")
+    p = record.get("p_a")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+        raise InvalidRecord("'p_a' must be a probability in [0, 1]")
+
+
 def read_judgements(path: Path) -> list[Record]:
     """Judgement records from `--items`/`--from-items`, checked."""
-    def validate(record: Record) -> None:
-        for key in ("item", "dimension", "a", "b"):
-            if not isinstance(record.get(key), (str, int)) or isinstance(record.get(key), bool):
-                raise InvalidRecord(f"a judgement needs '{key}' (from `cai elo --items`)")
-        p = record.get("p_a")
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-            raise InvalidRecord("'p_a' must be a probability in [0, 1]")
-
-    return list(read_records(path, validate))
+    return list(read_records(path, validate_judgement))
 
 
 def ratings_by_dimension(judgements: list[Record], bootstrap: int, seed: int,

@@ -9,6 +9,7 @@ records where it came from in `cai_training.json`, including the GGUF it started
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -19,6 +20,8 @@ from typing import Any
 from cai_cli.errors import CaiError
 
 PROVENANCE_FILE = "cai_training.json"
+# The trainer's log, one JSON object per logged step: what `cai report` draws training curves from.
+TRAINING_LOG_FILE = "training_log.jsonl"
 
 
 @dataclass
@@ -152,10 +155,12 @@ def prepare_output(out: Path, overwrite: bool) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
 
-def save_trained_model(model, tokenizer, out: Path, provenance: dict[str, Any], keep_adapter: bool = False) -> None:
-    """Write a standard Hugging Face folder (safetensors, tokenizer, chat template, provenance)
-    atomically: everything goes into a temporary folder beside `out`, which is renamed into place
-    only when complete, so a kill leaves the old `out` or the new one, never half of one.
+def save_trained_model(model, tokenizer, out: Path, provenance: dict[str, Any], keep_adapter: bool = False,
+                       log_history: list[dict[str, Any]] | None = None) -> None:
+    """Write a standard Hugging Face folder (safetensors, tokenizer, chat template, provenance and
+    the trainer's `log_history` as `training_log.jsonl`) atomically: everything goes into a
+    temporary folder beside `out`, which is renamed into place only when complete, so a kill
+    leaves the old `out` or the new one, never half of one.
 
     A peft model is merged into its base first; `keep_adapter` also writes the adapter alone
     under `out/adapter/`.
@@ -174,10 +179,24 @@ def save_trained_model(model, tokenizer, out: Path, provenance: dict[str, Any], 
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, default=str) + "\n", encoding="utf-8")
+        if log_history is not None:
+            (staging / TRAINING_LOG_FILE).write_text(training_log_text(log_history), encoding="utf-8")
         replace_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def training_log_text(log_history: list[dict[str, Any]]) -> str:
+    """The trainer's log history as JSON lines, one per logged step: `step`, `epoch`, `loss`,
+    `learning_rate`, `grad_norm` and what the method adds (`reward`, `kl`, `rewards/margins`, ...).
+    The end-of-run totals (`train_runtime`, ...) are left out: `cai_training.json` has them. A
+    value that is not a finite number (a NaN loss) is written as null, so every line is JSON."""
+    def finite(value: Any) -> Any:
+        return value if not isinstance(value, float) or math.isfinite(value) else None
+
+    return "".join(json.dumps({key: finite(value) for key, value in entry.items()}) + "\n"
+                   for entry in log_history if "train_runtime" not in entry)
 
 
 def replace_folder(staging: Path, out: Path) -> None:

@@ -184,7 +184,8 @@ def train_pm(config: PMConfig) -> dict[str, Any]:
         say(f"{COMMAND}: held-out pairwise accuracy {figures['held_out']['accuracy']:.3f} "
             f"on {figures['held_out']['pairs']} pairs")
     save_trained_model(trainer.model, tokenizer, plan.out,
-                       provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures), config.keep_adapter)
+                       provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures), config.keep_adapter,
+                       trainer.state.log_history)
     finish_run(plan)
     return {"command": COMMAND, "out": str(plan.out), "base": str(loaded.path),
             "lora": peft_config is not None, "learning_rate": learning_rate, **figures}

@@ -121,7 +121,8 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
     figures["examples"] = len(examples)
     figures["left_out"] = dict(data.left_out)
     save_trained_model(trainer.model, loaded.tokenizer, plan.out,
-                       provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures), config.keep_adapter)
+                       provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures), config.keep_adapter,
+                       trainer.state.log_history)
     finish_run(plan)
     return {"command": COMMAND, "algo": config.algo, "out": str(plan.out), "policy": str(loaded.path),
             "reward_model": config.reward_model if config.algo != "dpo" else None,

@@ -64,7 +64,8 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
     figures["left_out"] = dict(data.left_out)
     out = plan.out
     save_trained_model(trainer.model, loaded.tokenizer, out,
-                       provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures), config.keep_adapter)
+                       provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures), config.keep_adapter,
+                       trainer.state.log_history)
     finish_run(plan)
     return {"command": COMMAND, "out": str(out), "base": str(loaded.path),
             "source_gguf": str(loaded.source_gguf) if loaded.source_gguf else None,

@@ -1,0 +1,309 @@
+"""The figures of `cai report`, drawn with matplotlib (Agg, no display) from the sections of
+`summary.json` that `measures` computes, so every figure shows numbers the summary holds.
+
+Every figure has a fixed size (`DPI` x its inches), labelled axes with units, a legend naming
+the models or runs, and the number of items in its title; the layout engine keeps text apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cai_cli.report.measures import ACROSS, TRAINING_METRICS, UP
+
+DPI = 100
+WIDE = (11.0, 6.0)  # inches: 1100 x 600 pixels
+SQUARE = (9.0, 7.0)
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
+# A shape per model as well as a colour: models rated alike still show apart (and not by colour alone).
+MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "h")
+AXIS_UNITS = {
+    "loss": "loss (cross-entropy, nats)",
+    "reward": "reward (PM score, logit)",
+    "rewards/margins": "reward margin, chosen - rejected (beta x nats)",
+    "kl": "KL (nats per token)",
+    "learning_rate": "learning rate (step size)",
+}
+DIMENSION_NAMES = {"harmless": "Harmlessness", "helpful": "Helpfulness"}
+
+
+def blank_figure(size: tuple[float, float]):
+    """A figure outside pyplot (no global state, no display) with the constrained layout, which
+    keeps titles, tick labels and legends from overlapping."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=size, dpi=DPI, layout="constrained")
+
+
+def new_figure(size: tuple[float, float], rows: int = 1, columns: int = 1):
+    """A blank figure and its grid of axes, as a flat list."""
+    figure = blank_figure(size)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    return figure, [axis for row in axes for axis in row]
+
+
+def save(figure, path: Path) -> dict[str, Any]:
+    """Write the PNG at its fixed size; return its file name and pixel size."""
+    figure.savefig(path, dpi=DPI, format="png", facecolor="white")
+    width, height = (round(v * DPI) for v in figure.get_size_inches())
+    return {"file": path.name, "width": width, "height": height}
+
+
+def colours(names: Sequence[str]) -> dict[str, str]:
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+
+
+def interval_error(centre: float, low: float | None, high: float | None) -> list[list[float]]:
+    """matplotlib's asymmetric error bar lengths; none where there is no interval."""
+    if low is None or high is None:
+        return [[0.0], [0.0]]
+    return [[max(centre - low, 0.0)], [max(high - centre, 0.0)]]
+
+
+def dimension_label(dimension: str) -> str:
+    return DIMENSION_NAMES.get(dimension, dimension.capitalize())
+
+
+def integer_ticks():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def draw_elo(section: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Harmlessness Elo against helpfulness Elo (the paper's Figures 2, 3 and 8) for the models
+    rated on both; otherwise each dimension's Elo per model."""
+    ratings, models = section["ratings"], section["models"]
+    colour = colours(models)
+    both = [m for m in models if ACROSS in ratings[m] and UP in ratings[m]]
+    items = section["items"]
+    if both:
+        figure, (axis,) = new_figure(SQUARE)
+        for index, model in enumerate(both):
+            x, y = ratings[model][ACROSS], ratings[model][UP]
+            axis.errorbar(x["elo"], y["elo"], xerr=interval_error(x["elo"], x["low"], x["high"]),
+                          yerr=interval_error(y["elo"], y["low"], y["high"]), fmt=MARKERS[index % len(MARKERS)],
+                          markersize=14 - 2 * (index % 4), capsize=5, color=colour[model], label=model)
+        widen(axis, "x", [v for m in both for v in (ratings[m][ACROSS]["low"], ratings[m][ACROSS]["high"])])
+        widen(axis, "y", [v for m in both for v in (ratings[m][UP]["low"], ratings[m][UP]["high"])])
+        axis.set_xlabel("Helpfulness Elo (AI-judged; 1000 = mean of the models)")
+        axis.set_ylabel("Harmlessness Elo (AI-judged; 1000 = mean of the models)")
+        axis.grid(alpha=0.3)
+        axis.set_title(f"Harmlessness vs helpfulness Elo of {plural(len(both), 'model')}\n(harmlessness judged "
+                       f"on {items[UP]} prompts, helpfulness on {items[ACROSS]}; 95% bootstrap intervals)")
+        figure.legend(loc="outside right upper", title="model")
+        return {**save(figure, path), "title": "Harmlessness vs helpfulness Elo"}
+    dimensions = section["dimensions"]
+    figure, axes = new_figure((WIDE[0], 1.5 + 0.6 * len(models) * len(dimensions)), 1, len(dimensions))
+    for axis, dimension in zip(axes, dimensions):
+        rated = [m for m in models if dimension in ratings[m]]
+        for row, model in enumerate(reversed(rated)):
+            r = ratings[model][dimension]
+            axis.errorbar(r["elo"], row, xerr=interval_error(r["elo"], r["low"], r["high"]), fmt="o",
+                          markersize=8, capsize=5, color=colour[model], label=model)
+        axis.set_yticks(range(len(rated)), list(reversed(rated)))
+        axis.set_ylim(-0.7, len(rated) - 0.3)
+        widen(axis, "x", [v for m in rated for v in (ratings[m][dimension]["low"], ratings[m][dimension]["high"])])
+        axis.set_xlabel(f"{dimension_label(dimension)} Elo (AI-judged; 1000 = mean)")
+        axis.set_title(f"{dimension_label(dimension)}: {plural(items[dimension], 'prompt')}")
+        axis.grid(axis="x", alpha=0.3)
+    figure.suptitle(f"AI-judged Elo of {plural(len(models), 'model')} (95% bootstrap intervals over prompts)")
+    return {**save(figure, path), "title": "Elo per dimension"}
+
+
+def widen(axis, which: str, values: Sequence[float], span: float = 20.0) -> None:
+    """Elo ticks as plain numbers, over at least `span` points: models rated alike would
+    otherwise get an axis of hundredths around an offset ("+1e3")."""
+    axis.ticklabel_format(axis=which, useOffset=False, style="plain")
+    values = [v for v in values if v is not None]
+    low, high = min(values), max(values)
+    if high - low < span:
+        middle = (low + high) / 2
+        (axis.set_xlim if which == "x" else axis.set_ylim)(middle - span / 2, middle + span / 2)
+
+
+def draw_revisions(section: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Mean preference-model score after each revision round (the paper's Figure 5)."""
+    series = section["series"]
+    colour = colours([s["name"] for s in series])
+    figure, (axis,) = new_figure(WIDE)
+    rounds = sorted({r["round"] for s in series for r in s["rounds"]})
+    for offset, s in zip(spread(len(series)), series):
+        xs = [r["round"] + offset for r in s["rounds"]]
+        means = [r["mean"] for r in s["rounds"]]
+        low = [r["mean"] - r["low"] if r["low"] is not None else 0.0 for r in s["rounds"]]
+        high = [r["high"] - r["mean"] if r["high"] is not None else 0.0 for r in s["rounds"]]
+        axis.errorbar(xs, means, yerr=[low, high], fmt="-o", markersize=7, capsize=5, color=colour[s["name"]],
+                      label=f"{s['name']} ({plural(s['records'], 'record')})")
+    axis.set_xticks(rounds, [f"{r}\n(first answer)" if r == 0 else str(r) for r in rounds])
+    axis.set_xlabel("revision round")
+    axis.set_ylabel("mean preference-model score (logit; higher = preferred)")
+    axis.grid(alpha=0.3)
+    records = " / ".join(str(s["records"]) for s in series)
+    axis.set_title(f"Preference-model score per revision round, {records} records (95% t intervals)")
+    figure.legend(loc="outside right upper", title="scored file")
+    return {**save(figure, path), "title": "Preference-model score per revision round"}
+
+
+def spread(count: int, width: float = 0.12) -> list[float]:
+    """Small horizontal offsets so that several series' error bars at one x stay apart."""
+    return [(i - (count - 1) / 2) * width for i in range(count)]
+
+
+def draw_calibration(section: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Reliability diagram (accuracy against confidence) and accuracy per kind of pair."""
+    series = section["series"]
+    colour = colours([s["name"] for s in series])
+    figure = blank_figure(WIDE)
+    panels = figure.subplot_mosaic([["reliability", "by_kind"], ["counts", "by_kind"]], height_ratios=[3, 1])
+    reliability, counts_axis, by_kind = panels["reliability"], panels["counts"], panels["by_kind"]
+    reliability.sharex(counts_axis)
+    reliability.plot([0.5, 1.0], [0.5, 1.0], linestyle="--", color="grey", label="perfectly calibrated")
+    width = 0.1 / (len(series) + 1)
+    for i, s in enumerate(series):
+        rows = s["reliability"]
+        xs = [row["confidence"] for row in rows]
+        ys = [row["accuracy"] for row in rows]
+        errors = [[y - row["low_accuracy"] for y, row in zip(ys, rows)],
+                  [row["high_accuracy"] - y for y, row in zip(ys, rows)]]
+        reliability.errorbar(xs, ys, yerr=errors, fmt="-o", capsize=4, color=colour[s["name"]],
+                             label=f"{s['name']}: ECE {s['ece']:.2f}")
+        centres = [(row["low"] + row["high"]) / 2 + (i - (len(series) - 1) / 2) * width for row in rows]
+        counts_axis.bar(centres, [row["items"] for row in rows], width=width * 0.9, color=colour[s["name"]])
+    reliability.set_xlim(0.48, 1.02)
+    reliability.set_ylim(-0.05, 1.05)
+    reliability.tick_params(labelbottom=False)
+    reliability.set_ylabel("accuracy: share of items right")
+    reliability.set_title("Reliability (95% Wilson intervals)")
+    reliability.grid(alpha=0.3)
+    reliability.legend(loc="lower right", fontsize="small")
+    counts_axis.set_xlabel("confidence: probability of the preferred answer (bins of 0.1)")
+    counts_axis.set_ylabel("items")
+    counts_axis.grid(axis="y", alpha=0.3)
+    counts_axis.yaxis.set_major_locator(integer_ticks())
+
+    kinds = list(dict.fromkeys(kind for s in series for kind in s["by_kind"]))
+    width = 0.8 / len(series)
+    for i, s in enumerate(series):
+        xs = [k + (i - (len(series) - 1) / 2) * width for k in range(len(kinds))]
+        parts = [s["by_kind"].get(kind) for kind in kinds]
+        heights = [100 * p["accuracy"] if p else 0.0 for p in parts]
+        errors = [[100 * (p["accuracy"] - p["low"]) if p else 0.0 for p in parts],
+                  [100 * (p["high"] - p["accuracy"]) if p else 0.0 for p in parts]]
+        by_kind.bar(xs, heights, width=width * 0.9, yerr=errors, capsize=4, color=colour[s["name"]],
+                    label=s["name"])
+    counts = {kind: [s["by_kind"][kind]["items"] for s in series if kind in s["by_kind"]] for kind in kinds}
+    by_kind.set_xticks(range(len(kinds)), [f"{kind}\n({'/'.join(map(str, counts[kind]))} "
+                                           f"{'item' if counts[kind] == [1] else 'items'})" for kind in kinds])
+    by_kind.axhline(50, linestyle="--", color="grey", linewidth=1)
+    by_kind.set_ylim(0, 105)
+    by_kind.set_xlabel("kind of labeled pair")
+    by_kind.set_ylabel("accuracy (% of items; 50% = chance)")
+    by_kind.set_title("Accuracy by kind (95% Wilson intervals)")
+    by_kind.grid(axis="y", alpha=0.3)
+    if len(series) > 1:
+        by_kind.legend(fontsize="small")
+    items = " / ".join(str(s["items"]) for s in series)
+    figure.suptitle(f"Calibration of the AI labels on {items} labeled comparisons")
+    return {**save(figure, path), "title": "Calibration of the AI labels"}
+
+
+def draw_labels(section: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Histogram of the soft labels of each compare file."""
+    series = section["series"]
+    colour = colours([s["name"] for s in series])
+    figure, (axis,) = new_figure(WIDE)
+    for s in series:
+        axis.stairs(s["counts"], s["edges"], fill=len(series) == 1, alpha=0.6 if len(series) == 1 else 1.0,
+                    linewidth=2, color=colour[s["name"]],
+                    label=f"{s['name']}: {s['pairs']} pairs, mean {s['mean']:.2f}")
+    axis.set_xlabel("soft label: probability that the chosen answer is better")
+    axis.set_ylabel("pairs")
+    axis.yaxis.set_major_locator(integer_ticks())
+    axis.set_xlim(min(s["edges"][0] for s in series), 1.0)
+    axis.grid(axis="y", alpha=0.3)
+    pairs = " / ".join(str(s["pairs"]) for s in series)
+    axis.set_title(f"How sure the feedback model is: soft labels of {pairs} compared pairs\n"
+                   "(0.5: cannot tell the answers apart; 1: certain)")
+    figure.legend(loc="outside right upper", title="compare file")
+    return {**save(figure, path), "title": "Soft labels of the AI feedback"}
+
+
+def draw_training(section: dict[str, Any], path: Path) -> dict[str, Any]:
+    """One panel per logged metric (loss, reward, KL, ...), one line per run."""
+    metrics, runs = section["metrics"], section["runs"]
+    colour = colours([run["name"] for run in runs])
+    columns = min(len(metrics), 3)
+    rows = (len(metrics) + columns - 1) // columns
+    figure, axes = new_figure((5.0 * columns + 2.5, 3.6 * rows + 0.8), rows, columns)
+    for axis, metric in zip(axes, metrics):
+        for run in runs:
+            points = run["curves"].get(metric)
+            if points:
+                axis.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 30 else None,
+                          color=colour[run["name"]], label=run_label(run))
+        axis.set_title(TRAINING_METRICS[metric])
+        axis.set_xlabel("optimizer step")
+        axis.xaxis.set_major_locator(integer_ticks())
+        axis.set_ylabel(AXIS_UNITS[metric])
+        axis.grid(alpha=0.3)
+        if metric == "learning_rate":
+            axis.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    for axis in axes[len(metrics):]:
+        axis.set_visible(False)
+    handles = {}
+    for axis in axes[:len(metrics)]:
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    figure.legend(handles.values(), handles.keys(), loc="outside right upper", title="run (command)")
+    steps = " / ".join(str(run["steps"]) for run in runs)
+    figure.suptitle(f"Training curves of {plural(len(runs), 'run')} ({steps} steps)")
+    return {**save(figure, path), "title": "Training curves"}
+
+
+def run_label(run: dict[str, Any]) -> str:
+    return f"{run['name']} ({run['command']})" if run.get("command") else run["name"]
+
+
+def draw_answers(section: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Share of answers that refuse or object, and mean answer length, per model and prompt set."""
+    models, sets, rows = section["models"], section["sets"], section["rows"]
+    colour = colours(models)
+    figure, (refusals, lengths) = new_figure(WIDE, 1, 2)
+    width = 0.8 / len(models)
+    for i, model in enumerate(models):
+        found = {row["set"]: row for row in rows if row["model"] == model}
+        xs = [k + (i - (len(models) - 1) / 2) * width for k, s in enumerate(sets) if s in found]
+        chosen = [found[s] for s in sets if s in found]
+        refusals.bar(xs, [100 * r["refusal_rate"] for r in chosen], width=width * 0.9, color=colour[model],
+                     yerr=[[100 * (r["refusal_rate"] - r["low"]) for r in chosen],
+                           [100 * (r["high"] - r["refusal_rate"]) for r in chosen]], capsize=4, label=model)
+        lengths.bar(xs, [r["mean_words"] for r in chosen], width=width * 0.9, color=colour[model],
+                    yerr=[[r["mean_words"] - r["words_low"] if r["words_low"] is not None else 0 for r in chosen],
+                          [r["words_high"] - r["mean_words"] if r["words_high"] is not None else 0 for r in chosen]],
+                    capsize=4)
+    counts = {s: "/".join(sorted({str(r["answers"]) for r in rows if r["set"] == s})) for s in sets}
+    labels = [f"{s or 'all prompts'}\n({counts[s]} prompts)" for s in sets]
+    for axis in (refusals, lengths):
+        axis.set_xticks(range(len(sets)), labels)
+        axis.set_xlabel("prompt set")
+        axis.grid(axis="y", alpha=0.3)
+    refusals.set_ylim(0, 105)
+    refusals.set_ylabel("answers that refuse or object (%)")
+    refusals.set_title("Refusal rate (keyword detector; 95% Wilson intervals)")
+    lengths.set_ylabel("mean answer length (words)")
+    lengths.set_title("Answer length (95% t intervals)")
+    figure.legend(loc="outside right upper", title="model")
+    total = sum(row["answers"] for row in rows)
+    figure.suptitle(f"Plain measures of {total} answers from {plural(len(models), 'model')}")
+    return {**save(figure, path), "title": "Refusals and answer length"}

@@ -66,6 +66,65 @@ def build_app(args: argparse.Namespace):
                           model_settings=[settings])
 
 
+class ServerProcess:
+    """A launcher started in a child process (for tests and benchmarks): `url` once it listens.
+
+        with ServerProcess(["--alias", "smollm2", "--threads", "1"]) as server:
+            run(["cai", "sample", "--base-url", server.url, "-m", "smollm2"])
+    """
+
+    def __init__(self, args: list[str] | None = None, env: dict[str, str] | None = None, startup_timeout: float = 120):
+        import subprocess
+        import tempfile
+        import threading
+
+        self.args = list(args or [])
+        # stderr goes to a file (read if the start fails) and stdout is drained for good: a full
+        # pipe would stop the server.
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen([sys.executable, "-m", "cai_cli.llama_server", *self.args], env=env,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        first: list[str] = []
+        started = threading.Event()
+
+        def drain() -> None:
+            for line in self.process.stdout:
+                if not first:
+                    first.append(line)
+                    started.set()
+            started.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        started.wait(startup_timeout)
+        if not first or not first[0].startswith("http"):
+            self.stop()
+            self.log.seek(0)
+            raise RuntimeError(f"the server did not start: {self.log.read()[-2000:]}")
+        self.url = first[0].strip()
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies mid-request, as a crashed one does."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except Exception:  # noqa: BLE001 - it must go, however it refuses
+                self.kill()
+        self.log.close()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 

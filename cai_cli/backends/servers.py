@@ -145,6 +145,7 @@ class ServerPool:
             headers=headers, timeout=httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout)),
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections))
         self._state = threading.Condition()
+        self._retrying = 0  # calls waiting to be tried again: they go first
         self.failed_attempts = 0  # over the pool's life: attempts that were retried or gave up
 
     # Requests ----------------------------------------------------------------------------------
@@ -258,19 +259,28 @@ class ServerPool:
 
     def _acquire(self, avoid: Server | None) -> Server:
         """The least busy server with a free slot that is not backing off (preferring one other
-        than `avoid`, where the last attempt failed), waiting until there is one."""
+        than `avoid`, where the last attempt failed), waiting until there is one. A call being
+        retried goes before new calls, so a fault delays it as little as possible."""
+        retrying = avoid is not None
         with self._state:
-            while True:
-                now = time.monotonic()
-                free = [s for s in self.servers if s.in_flight < self.concurrency and s.down_until <= now]
-                if free:
-                    server = min([s for s in free if s is not avoid] or free, key=lambda s: (s.in_flight, s.attempts))
-                    server.in_flight += 1
-                    server.attempts += 1
-                    return server
-                waits = [s.down_until - now for s in self.servers
-                         if s.down_until > now and s.in_flight < self.concurrency]
-                self._state.wait(timeout=min(waits) if waits else None)
+            self._retrying += retrying
+            try:
+                while True:
+                    now = time.monotonic()
+                    free = [s for s in self.servers if s.in_flight < self.concurrency and s.down_until <= now]
+                    if free and (retrying or not self._retrying):
+                        server = min([s for s in free if s is not avoid] or free,
+                                     key=lambda s: (s.in_flight, s.attempts))
+                        server.in_flight += 1
+                        server.attempts += 1
+                        return server
+                    waits = [s.down_until - now for s in self.servers
+                             if s.down_until > now and s.in_flight < self.concurrency]
+                    self._state.wait(timeout=min(waits) if waits else None)
+            finally:
+                self._retrying -= retrying
+                if retrying:
+                    self._state.notify_all()
 
     def _release(self, server: Server) -> None:
         with self._state:

@@ -59,6 +59,9 @@ class TrainingConfig:
         None, "CPU threads for torch (default: torch's choice); 1 is fastest on a machine busy with other work.")
     skip_invalid: bool = setting(False, "Report bad records on stderr and leave them out instead of stopping.")
     verbose: bool = setting(False, "Show the training libraries' own logs and warnings.")
+    report_to: list[str] = setting(
+        [], "Also log the run to these trackers, as the trainers do: tensorboard (event files in OUT.logs/), wandb, "
+            "trackio, mlflow, ... (the tracker's package must be installed). Default: none.")
 
     def lora_enabled(self, on_gpu: bool) -> bool:
         """LoRA unless asked otherwise on a CPU; full fine-tuning unless asked otherwise on a GPU."""

@@ -128,9 +128,9 @@ def train_pm(config: PMConfig) -> dict[str, Any]:
     """Train a preference model on `config.data` (+ `config.mix`), hold out `eval_fraction` of
     the pairs for pairwise accuracy, write the model to `config.out` and return the summary."""
     from cai_cli.training.data import load_examples, parse_source, preference_example, split_held_out
-    from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries, save_trained_model
-    from cai_cli.training.runs import (finish_run, lora_settings, make_callbacks, plan_run, prepare_trainer,
-                                       provenance, run_training, trainer_arguments)
+    from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries
+    from cai_cli.training.runs import (lora_settings, make_callbacks, plan_run, prepare_trainer, provenance,
+                                       run_training, save_run_model, trainer_arguments)
 
     sources = [parse_source(config.data)] + [parse_source(spec) for spec in config.mix]
     examples = load_examples(sources, preference_example, config.seed, config.skip_invalid)
@@ -171,9 +171,9 @@ def train_pm(config: PMConfig) -> dict[str, Any]:
     if figures["held_out"]["accuracy"] is not None:
         say(f"{COMMAND}: held-out pairwise accuracy {figures['held_out']['accuracy']:.3f} "
             f"on {figures['held_out']['pairs']} pairs")
-    save_trained_model(trainer.model, tokenizer, plan.out,
-                       provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures), config.keep_adapter)
-    finish_run(plan)
+    made = provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures)
+    save_run_model(trainer, tokenizer, plan, made, config.keep_adapter,
+                   load_base=lambda: load_for_training(config.base, "reward", padding_side="right").model)
     return {"command": COMMAND, "out": str(plan.out), "base": str(loaded.path),
             "lora": peft_config is not None, "learning_rate": learning_rate, **figures}
 

@@ -40,9 +40,9 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
     policy to `config.out` and return the run's summary."""
     from cai_cli.training.data import (load_examples, oriented_pairs, parse_source, preference_example,
                                        prompt_example)
-    from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries, save_trained_model
-    from cai_cli.training.runs import (finish_run, lora_settings, make_callbacks, plan_run, prepare_trainer,
-                                       provenance, run_training, trainer_arguments)
+    from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries
+    from cai_cli.training.runs import (lora_settings, make_callbacks, plan_run, prepare_trainer, provenance,
+                                       run_training, save_run_model, trainer_arguments)
 
     sources = [parse_source(config.data)] + [parse_source(spec) for spec in config.mix]
     if config.algo == "dpo":
@@ -102,9 +102,9 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
     figures.update(last_logged(trainer.state.log_history, ("reward", "reward_std", "kl", "rewards/margins",
                                                             "rewards/accuracies")))
     figures["examples"] = len(examples)
-    save_trained_model(trainer.model, loaded.tokenizer, plan.out,
-                       provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures), config.keep_adapter)
-    finish_run(plan)
+    made = provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures)
+    save_run_model(trainer, loaded.tokenizer, plan, made, config.keep_adapter,
+                   load_base=lambda: load_for_training(config.policy, "causal-lm", padding_side="left").model)
     return {"command": COMMAND, "algo": config.algo, "out": str(plan.out), "policy": str(loaded.path),
             "reward_model": config.reward_model if config.algo != "dpo" else None,
             "source_gguf": str(loaded.source_gguf) if loaded.source_gguf else None,

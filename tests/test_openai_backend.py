@@ -171,7 +171,9 @@ def test_sample_critique_and_revise_through_the_server(server, prompts, tmp_path
     assert [r["id"] for r in records] == [r["id"] for r in originals]
     assert records[0]["source"] == {"team": "qa", "tags": ["x"]}  # passed through
     assert all(isinstance(r["response"], str) and r["response"] for r in records)
-    # Same seed, same text, whatever the number of requests in flight; another seed, other text.
+    # Same seed, same text, whatever the number of requests in flight (the server reuses the
+    # cached prefix a prompt shares with the one before, the same for these three in any order);
+    # another seed, other text.
     again = run_cai("sample", *server_args(server.url), *FAST, *seeded, "--concurrency", "1", prompts)
     assert again.returncode == 0 and again.stdout == first.stdout
     other = run_cai("sample", *server_args(server.url), *FAST, "--temperature", "1.0", "--seed", "6", prompts)

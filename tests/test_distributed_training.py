@@ -153,7 +153,8 @@ def test_a_killed_two_process_run_resumes_and_needs_the_same_processes(tmp_path,
     killed_at = max(complete)
     assert killed_at < 20
     # Each process wrote its part before the checkpoint was marked complete.
-    assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in (checkpoints / f"checkpoint-{killed_at}").iterdir()}
+    parts = {p.name for p in (checkpoints / f"checkpoint-{killed_at}").iterdir()}
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= parts
 
     alone = subprocess.run([sys.executable, "-m", "cai_cli", *map(str, args), "--resume"], cwd=ROOT, env=environment(),
                            capture_output=True, text=True, timeout=300)

@@ -182,8 +182,9 @@ def test_sample_critique_and_revise_through_the_server(server, prompts, tmp_path
     sampled = write_jsonl(tmp_path / "sampled.jsonl", records)
     cai = f"{sys.executable} -m cai_cli"
     options = " ".join(server_args(server.url, *FAST, "--no-few-shot"))
-    chain = subprocess.run(["bash", "-o", "pipefail", "-c", f"{cai} critique {options} {sampled} | {cai} revise {options}"],
-                           cwd=ROOT, env=cai_env(), capture_output=True, text=True, timeout=300)
+    pipeline = f"{cai} critique {options} {sampled} | {cai} revise {options}"
+    chain = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], cwd=ROOT, env=cai_env(), capture_output=True,
+                           text=True, timeout=300)
     assert chain.returncode == 0, chain.stderr
     revised = [json.loads(line) for line in chain.stdout.splitlines()]
     assert [r["id"] for r in revised] == [r["id"] for r in records]
@@ -210,8 +211,8 @@ def test_compare_and_eval_through_the_server_agree_with_the_in_process_model(ser
             assert (a["a"], a["b"]) == (b["a"], b["b"])
             assert a["p_a"] == pytest.approx(b["p_a"], abs=0.02)  # same prompt, same model, another process
 
-    labeled = write_jsonl(tmp_path / "labeled.jsonl",
-                          [json.loads(line) for line in (EXAMPLES / "labeled_pairs.jsonl").read_text().splitlines()[:4]])
+    lines = (EXAMPLES / "labeled_pairs.jsonl").read_text().splitlines()[:4]
+    labeled = write_jsonl(tmp_path / "labeled.jsonl", [json.loads(line) for line in lines])
     remote = run_cai("eval", *server_args(server.url, "--tokenizer", str(embedded_model)), labeled)
     local = run_cai("eval", "--threads", "1", labeled)
     assert remote.returncode == 0, remote
@@ -334,7 +335,8 @@ def test_a_server_killed_mid_run_and_restarted_loses_and_duplicates_no_record(re
     output = tmp_path / "out.jsonl"
     server = ServerProcess(SERVER_ARGS, env=cai_env())
     port = server.port
-    args = ["sample", *server_args(server.url), *FAST, "--concurrency", "2", str(prompts), "-o", str(output), "--resume"]
+    args = ["sample", *server_args(server.url), *FAST, "--concurrency", "2", str(prompts),
+            "-o", str(output), "--resume"]
     kills = restarts = 0
     try:
         # 1. Killed three times during one run, each time back after a second or two.
@@ -366,7 +368,8 @@ def test_a_server_killed_mid_run_and_restarted_loses_and_duplicates_no_record(re
         _, stderr = run.communicate(timeout=120)
         assert run.returncode == 1
         errors = error_lines(stderr)
-        assert len(errors) == 1 and errors[0].startswith("Error: record rt-0") and "gave up after 2 attempts" in errors[0]
+        assert len(errors) == 1 and errors[0].startswith("Error: record rt-0")
+        assert "gave up after 2 attempts" in errors[0]
         written = output.read_bytes()
         done = [r["id"] for r in complete_lines(output)]
         assert len(done) == len(set(done)) and done == ids[:len(done)] and 4 <= len(done) < len(ids)

@@ -180,7 +180,8 @@ class ServerPool:
                 raise RequestFailed(f"{where} answered with something that is not JSON "
                                     f"({self.redact(response.text[:80])!r}); is it an OpenAI-compatible API?") from None
             if not isinstance(answer, dict):
-                raise RequestFailed(f"{where} answered with JSON that is not an object; is it an OpenAI-compatible API?")
+                raise RequestFailed(f"{where} answered with JSON that is not an object; "
+                                    "is it an OpenAI-compatible API?")
             return answer
         status = response.status_code
         message = self.redact(server_message(response))

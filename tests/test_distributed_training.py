@@ -10,6 +10,7 @@ seconds of training; starting two processes is most of the time.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -112,6 +113,14 @@ def test_report_to_passes_the_logs_to_tensorboard(tmp_path, tiny):
     events = list((tmp_path / "sft.logs").rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0  # beside --out, not in the checkpoints that go
     assert not (tmp_path / "sft.checkpoints").exists()
+
+    for name, message in (("nonesuch", "not a tracker the trainers know"), ("wandb", "pip install wandb")):
+        if name == "wandb" and importlib.util.find_spec("wandb"):
+            continue
+        result = subprocess.run([sys.executable, "-m", "cai_cli", "train-sft", str(data), "--base", str(tiny),
+                                 "--out", str(tmp_path / "other"), "--report-to", f"none,{name}"],
+                                cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow

@@ -135,8 +135,8 @@ def train_pm(config: PMConfig) -> dict[str, Any]:
     sources = [parse_source(config.data)] + [parse_source(spec) for spec in config.mix]
     examples = load_examples(sources, preference_example, config.seed, config.skip_invalid)
     train_examples, held_out = split_held_out(examples, config.eval_fraction, config.seed)
+    prepare_libraries(config.verbose, config.threads)  # before plan_run, which may ask transformers about trackers
     plan = plan_run(COMMAND, config)
-    prepare_libraries(config.verbose, config.threads)
     from datasets import Dataset
     from transformers import TrainingArguments
 

@@ -50,8 +50,8 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
     else:
         examples = load_examples(sources, prompt_example, config.seed, config.skip_invalid)
         check_reward_model_folder(config.reward_model)
+    prepare_libraries(config.verbose, config.threads)  # before plan_run, which may ask transformers about trackers
     plan = plan_run(COMMAND, config)
-    prepare_libraries(config.verbose, config.threads)
     from datasets import Dataset
 
     # Generation appends at the end of each prompt, so prompts are padded on the left.

@@ -95,6 +95,7 @@ def plan_run(command: str, config: TrainingConfig) -> RunPlan:
 
     out = Path(config.out).expanduser()
     prepare_output(out, config.overwrite)
+    check_trackers(report_targets(config.report_to))
     checkpoints = (Path(config.checkpoint_dir).expanduser() if config.checkpoint_dir
                    else out.parent / f"{out.name}.checkpoints")
     found = list_checkpoints(checkpoints)
@@ -197,6 +198,23 @@ def report_targets(values: list[str]) -> list[str]:
     """The trackers `--report-to` names (repeated or comma-separated); 'none' is none."""
     names = [name.strip().lower() for value in values for name in value.split(",") if name.strip()]
     return [name for name in dict.fromkeys(names) if name != "none"]
+
+
+def check_trackers(trackers: list[str]) -> None:
+    """Refuse, before any model loads, a tracker the trainers do not know or whose package is
+    not installed (the trainer itself would stop with a traceback, after the loading)."""
+    if not trackers or trackers == ["all"]:
+        return
+    from transformers.integrations.integration_utils import (INTEGRATION_TO_CALLBACK,
+                                                             get_available_reporting_integrations)
+
+    for name in trackers:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise CaiError(f"--report-to {name}: not a tracker the trainers know; choose from "
+                           f"{', '.join(sorted(INTEGRATION_TO_CALLBACK))}")
+        if name not in get_available_reporting_integrations():
+            package = name.replace("_", "-")
+            raise CaiError(f"--report-to {name}: its package is not installed (pip install {package})")
 
 
 def lora_settings(config: TrainingConfig, task_type: str):

@@ -36,8 +36,8 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
 
     sources = [parse_source(config.data)] + [parse_source(spec) for spec in config.mix]
     examples = load_examples(sources, sft_example, config.seed, config.skip_invalid)
+    prepare_libraries(config.verbose, config.threads)  # before plan_run, which may ask transformers about trackers
     plan = plan_run(COMMAND, config)
-    prepare_libraries(config.verbose, config.threads)
     from datasets import Dataset
     from trl import SFTConfig as TrlSFTConfig, SFTTrainer
 

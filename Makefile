@@ -2,7 +2,7 @@
 #
 #   make demo    sample -> critique -> revise (2 rounds) on the embedded model
 #   make test    the test suite
-#   make bench   throughput, feedback and training benchmarks
+#   make bench   throughput, server, feedback and training benchmarks
 #
 # `make install` (run by the others) builds .venv once: the CPU build of torch,
 # llama-cpp-python compiled from source (a few minutes the first time), this
@@ -45,6 +45,7 @@ demo: install
 	  | $(CAI) revise --max-tokens 256 -o $(OUT)/demo.jsonl
 	@echo "wrote $(OUT)/demo.jsonl ($$(wc -l < $(OUT)/demo.jsonl) records)" >&2
 
+# The tests start (and stop) their own OpenAI-compatible server on the loopback address.
 test: install
 	$(PY) -m pytest -q
 
@@ -57,6 +58,7 @@ bench: install
 	$(PY) benchmarks/bench_compare.py
 	$(PY) benchmarks/bench_training.py
 	$(PY) benchmarks/bench_repack.py
+	$(PY) benchmarks/bench_server.py
 
 clean:
 	rm -rf $(OUT)

@@ -14,6 +14,7 @@ import typer
 from cai_cli.backends import BackendOptions
 
 MODEL_PANEL = "Model"
+SERVER_PANEL = "Server (--backend openai)"
 SAMPLING_PANEL = "Sampling"
 IO_PANEL = "Input and output"
 
@@ -32,9 +33,11 @@ SkipInvalidOpt = Annotated[bool, typer.Option(
 
 ModelOpt = Annotated[Optional[str], typer.Option(
     "-m", "--model", envvar="CAI_MODEL", rich_help_panel=MODEL_PANEL, show_default=False,
-    help="A .gguf file or a Hugging Face model folder (default: the embedded SmolLM2-135M-Instruct).")]
+    help="A .gguf file or a Hugging Face model folder (default: the embedded SmolLM2-135M-Instruct); "
+         "with --backend openai, the name the server serves the model under.")]
 BackendOpt = Annotated[str, typer.Option(
-    "--backend", help="auto (GGUF -> llama-cpp, folder -> transformers), llama-cpp or transformers.",
+    "--backend", help="auto (a --base-url -> openai, GGUF -> llama-cpp, folder -> transformers), llama-cpp, "
+    "transformers or openai (any OpenAI-compatible server: vLLM, SGLang, TGI, llama.cpp, ollama).",
     rich_help_panel=MODEL_PANEL)]
 ChatFormatOpt = Annotated[Optional[str], typer.Option(
     "--chat-format", rich_help_panel=MODEL_PANEL, show_default=False,
@@ -60,6 +63,25 @@ TrustRemoteCodeOpt = Annotated[bool, typer.Option(
     help="transformers: run Python code shipped in the model folder. Only for folders you trust.")]
 VerboseOpt = Annotated[bool, typer.Option(
     "--verbose", help="Show the inference libraries' own logs.", rich_help_panel=MODEL_PANEL)]
+BaseUrlOpt = Annotated[Optional[list[str]], typer.Option(
+    "--base-url", envvar="CAI_BASE_URL", rich_help_panel=SERVER_PANEL, show_default=False,
+    help="An OpenAI-compatible server, such as http://127.0.0.1:8000/v1; repeat it (or separate URLs with "
+         "commas) to spread requests over several. The API key comes from CAI_API_KEY or OPENAI_API_KEY.")]
+ConcurrencyOpt = Annotated[int, typer.Option(
+    "--concurrency", min=1, rich_help_panel=SERVER_PANEL,
+    help="Requests in flight per server (servers that batch, such as vLLM, want many).")]
+TimeoutOpt = Annotated[float, typer.Option(
+    "--timeout", min=1.0, rich_help_panel=SERVER_PANEL,
+    help="Seconds a request may take before it is given up and tried again.")]
+RetriesOpt = Annotated[int, typer.Option(
+    "--retries", min=0, rich_help_panel=SERVER_PANEL,
+    help="More attempts for a request that met a timeout, a lost connection, HTTP 429 or 5xx (with backoff, "
+         "on another server when there is one) before the run stops with an error.")]
+TokenizerOpt = Annotated[Optional[str], typer.Option(
+    "--tokenizer", rich_help_panel=SERVER_PANEL, show_default=False,
+    help="A local copy of the served model's tokenizer (.gguf file, Hugging Face folder, or hub id in the "
+         "local cache): its chat template lets compare/eval read answer letters, and it counts tokens. "
+         "Default: -m when that is a local path.")]
 
 MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", min=1, help="Most new tokens per completion.",
                                            rich_help_panel=SAMPLING_PANEL)]
@@ -92,6 +114,11 @@ MODEL_OPTIONS: dict[str, tuple[object, object]] = {
     "repack": (RepackOpt, "auto"),
     "verbose": (VerboseOpt, False),
     "trust_remote_code": (TrustRemoteCodeOpt, False),
+    "base_urls": (BaseUrlOpt, None),
+    "concurrency": (ConcurrencyOpt, BackendOptions.concurrency),
+    "timeout": (TimeoutOpt, BackendOptions.timeout),
+    "retries": (RetriesOpt, BackendOptions.retries),
+    "tokenizer": (TokenizerOpt, None),
 }
 
 
@@ -107,7 +134,9 @@ def with_model_options(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def wrapper(**kwargs):
-        options = BackendOptions(**{name: kwargs.pop(name) for name in MODEL_OPTIONS})
+        values = {name: kwargs.pop(name) for name in MODEL_OPTIONS}
+        values["base_urls"] = tuple(values["base_urls"] or ())
+        options = BackendOptions(**values)
         return command(**kwargs, model_options=options)
 
     wrapper.__signature__ = signature.replace(parameters=own + extra)

@@ -4,7 +4,6 @@ were finished, no lost context, no silent fallback. Each test here failed before
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -19,7 +18,7 @@ from cai_cli.stages.critique import CritiqueSettings
 from cai_cli.stages.feedback import FeedbackModel, FeedbackSettings
 from cai_cli.stages.revise import ReviseStage
 from cai_cli.training.data import DataSource, preference_example, read_training_data, split_held_out
-from conftest import EXAMPLES, ROOT, read_jsonl, run_cai, write_jsonl
+from conftest import EXAMPLES, ROOT, run_cai, write_jsonl
 from test_training import PROMPTS, REFUSAL, tiny  # noqa: F401 (tiny is a fixture)
 
 RULES = load_constitution()

@@ -291,6 +291,6 @@ def test_ctrl_c_says_what_is_written_and_how_to_go_on(tmp_path, red_team):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert b"Traceback" not in stderr
-    assert f"Interrupted: sample wrote ".encode() in stderr
+    assert "Interrupted: sample wrote ".encode() in stderr
     assert f"rerun with -o {output} --resume to go on".encode() in stderr
     assert 2 <= len(read_jsonl(output)) < 20

@@ -2,8 +2,9 @@
 
 A backend renders chat messages with the model's own template, generates text for a stream of
 requests (in input order) and reads next-token log-probabilities for multiple-choice scoring. Its
-model is loaded once and lives for the whole stream. Heavy libraries are imported only when a
-backend is built, so `cai --help` stays fast.
+model is loaded once and lives for the whole stream (or, for `openai`, is served by one or more
+HTTP servers). Heavy libraries are imported only when a backend is built, so `cai --help` stays
+fast.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Protocol
 
 from cai_cli.errors import CaiError
 
-BACKENDS = ("auto", "llama-cpp", "transformers")
+BACKENDS = ("auto", "llama-cpp", "transformers", "openai")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,21 @@ class BackendOptions:
     repack: str | None = None  # llama.cpp weight repacking: auto/on/off (None: CAI_REPACK or auto)
     verbose: bool = False
     trust_remote_code: bool = False
+    # The OpenAI-compatible server backend (`--backend openai`):
+    base_urls: tuple[str, ...] = ()  # one or more servers; requests are spread over them
+    concurrency: int = 8  # requests in flight per server
+    timeout: float = 600.0  # seconds one request may take before it is retried
+    retries: int = 8  # further attempts of a request that failed (on another server when there is one)
+    tokenizer: str | None = None  # a local copy of the served model's tokenizer (chat template, counts)
+
+
+class RequestFailed(CaiError):
+    """A request the backend gave up on (after its retries, if it retries). A backend raises it at
+    that request's place in its output order, after yielding every result before it, so the
+    caller knows which record it belonged to and everything before it is written."""
+
+    def naming(self, what: str) -> CaiError:
+        return CaiError(f"{what}: {self}")
 
 
 class Backend(Protocol):
@@ -81,7 +97,8 @@ class Backend(Protocol):
 
     def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[Completion]:
         """One completion per request (its `prompt_text`, continued up to a `stop` string), in
-        request order; requests are consumed lazily."""
+        request order; requests are consumed lazily. A request that fails for good raises
+        `RequestFailed` in its place."""
 
     def next_token_logprobs(self, prompts: Iterable[str], candidates: list[str]) -> Iterator[list[float]]:
         """For each rendered prompt, the log-probability of each candidate continuation's first
@@ -167,13 +184,18 @@ def shared_prefix_groups(rows: list[list[int]], min_shared: int = MIN_SHARED_PRE
 
 
 def load_backend(options: BackendOptions) -> Backend:
-    """Build the backend the options ask for, loading the model once."""
+    """Build the backend the options ask for, loading the model once. `auto` picks `openai` when
+    a server URL is given (--base-url or CAI_BASE_URL), else by the model's kind."""
     from cai_cli.models import resolve_model
 
-    model = resolve_model(options.model)
     kind = options.backend
     if kind not in BACKENDS:
         raise CaiError(f"unknown backend {kind!r}: choose one of {', '.join(BACKENDS)}")
+    if kind == "openai" or (kind == "auto" and options.base_urls):
+        from cai_cli.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(options)
+    model = resolve_model(options.model)
     if kind == "auto":
         kind = "llama-cpp" if model.suffix == ".gguf" else "transformers"
     if kind == "llama-cpp":

@@ -54,11 +54,7 @@ class LlamaCppBackend:
         return self._format(messages, add_generation_prompt)
 
     def tokenize(self, text: str) -> list[int]:
-        # Rendered templates spell out their own special tokens; BOS only where the model asks.
-        tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        if self.llm.metadata.get("tokenizer.ggml.add_bos_token") == "true" and tokens[:1] != [self.llm.token_bos()]:
-            tokens.insert(0, self.llm.token_bos())
-        return tokens
+        return tokenize_rendered(self.llm, text)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
@@ -162,15 +158,32 @@ def model_params_overridden(**fields):
         native.llama_model_default_params = original
 
 
+def tokenize_rendered(llm, text: str) -> list[int]:
+    """Token ids of rendered chat text as llama.cpp reads it: the template spells out its own
+    special tokens; BOS is added only where the model asks for it."""
+    tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+    if llm.metadata.get("tokenizer.ggml.add_bos_token") == "true" and tokens[:1] != [llm.token_bos()]:
+        tokens.insert(0, llm.token_bos())
+    return tokens
+
+
 def make_chat_formatter(llm, chat_format: str | None):
     """A function rendering messages to prompt text: the GGUF's own template, a
     llama-cpp-python format name, or a Jinja template file."""
-    from llama_cpp import llama_chat_format
 
     def token_text(token_id: int) -> str:
         return llm._model.token_get_text(token_id) if token_id >= 0 else ""
 
-    bos, eos = token_text(llm.token_bos()), token_text(llm.token_eos())
+    return chat_formatter(chat_format, llm.metadata.get("tokenizer.chat_template"),
+                          token_text(llm.token_bos()), token_text(llm.token_eos()))
+
+
+def chat_formatter(chat_format: str | None, model_template: str | None, bos: str = "", eos: str = ""):
+    """A function rendering messages to prompt text: `chat_format` (a Jinja template file or a
+    llama-cpp-python format name) or else the model's own Jinja template, whose `bos_token` and
+    `eos_token` are `bos` and `eos`."""
+    from llama_cpp import llama_chat_format
+
     if chat_format and Path(chat_format).is_file():
         template = Path(chat_format).read_text(encoding="utf-8")
     elif chat_format:
@@ -188,7 +201,7 @@ def make_chat_formatter(llm, chat_format: str | None):
 
         return render_named
     else:
-        template = llm.metadata.get("tokenizer.chat_template")
+        template = model_template
         if not template:
             raise CaiError("this GGUF carries no chat template; give one with --chat-format "
                            "(a name such as chatml, or a Jinja template file)")

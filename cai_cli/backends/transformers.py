@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cai_cli.backends import (BackendOptions, Completion, GenerationRequest, continuation_tokens, cut_at_stop,
                               shared_prefix_groups)
-from cai_cli.errors import CaiError, console
+from cai_cli.errors import CaiError
 
 # A window of this many batches is read ahead and sorted by prompt length: enough to group
 # similar lengths, small enough that records still stream out steadily.

@@ -76,6 +76,8 @@ def compare(
         cai compare --principles 4 --seed 1 samples.jsonl -o prefs.jsonl --resume
 
         cai compare --cot --clamp 0.3,0.7 --principle least-harmful samples.jsonl
+
+        cai compare --base-url http://gpu1:8000/v1 -m my-model --tokenizer my-model.gguf samples.jsonl
     """
     from cai_cli.constitution import load_constitution
     from cai_cli.stages.compare import CompareStage

@@ -40,6 +40,8 @@ def sample(
         cai sample -n 2 --temperature 1 examples/red_team.jsonl | cai compare > prefs.jsonl
 
         cai sample -m my-model.gguf --max-tokens 128 -o out.jsonl --resume prompts.jsonl
+
+        cai sample --base-url http://gpu1:8000/v1,http://gpu2:8000/v1 -m Qwen/Qwen2.5-7B-Instruct prompts.jsonl
     """
     from cai_cli.stages.sample import SampleSettings, SampleStage
 

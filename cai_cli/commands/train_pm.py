@@ -35,6 +35,8 @@ def train_pm(
         cai train-pm prefs.jsonl --mix examples/labeled_pairs.jsonl --base runs/sl-cai --out runs/pm
 
         cai train-pm prefs.jsonl --out runs/pm --max-steps 100 --save-steps 20 --resume
+
+        accelerate launch --config_file examples/accelerate/fsdp.yaml -m cai_cli train-pm prefs.jsonl --out runs/pm
     """
     from cai_cli.training.preference import train_pm as run
     from cai_cli.training.runs import print_summary, stdout_to_stderr

@@ -46,6 +46,8 @@ def train_rl(
         cai train-rl prompts.jsonl --algo grpo --policy runs/sl-cai --pm runs/pm --num-generations 8 --out runs/grpo
 
         cai train-rl prefs.jsonl --algo dpo --policy runs/sl-cai --beta 0.1 --out runs/dpo
+
+        accelerate launch --config_file examples/accelerate/deepspeed_zero3.yaml -m cai_cli train-rl prefs.jsonl --algo dpo --full --out runs/dpo
     """
     from cai_cli.training.rl import train_rl as run
     from cai_cli.training.runs import print_summary, stdout_to_stderr

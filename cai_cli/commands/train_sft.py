@@ -34,6 +34,8 @@ def train_sft(
         cai train-sft revised.jsonl --base my-model/ --full --lr 1e-5 --out runs/sl-cai --overwrite
 
         cai train-sft --config sft.yaml --resume
+
+        accelerate launch --config_file examples/accelerate/ddp.yaml -m cai_cli train-sft revised.jsonl --out runs/sl-cai
     """
     from cai_cli.training.runs import print_summary, stdout_to_stderr
     from cai_cli.training.sft import train_sft as run

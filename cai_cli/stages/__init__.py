@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cai_cli.backends import Backend, Completion, GenerationRequest, check_fits, prompt_text
-from cai_cli.records import Record
+from cai_cli.backends import Backend, Completion, GenerationRequest, RequestFailed, check_fits, prompt_text
+from cai_cli.records import Record, record_id
 
 
 @dataclass
@@ -43,15 +43,19 @@ def run_generation(stage: GenerationStage, records: Iterable[Record]) -> Iterato
             yield from plan.requests
 
     done: list[Completion] = []
-    for completion in stage.backend.generate(requests()):
-        done.append(completion)
-        # A record is done once all of its completions are in; its plan is at the queue's head
-        # because the backend answers in request order.
-        while pending and len(done) >= len(pending[0][1].requests):
-            record, plan = pending.popleft()
-            count = len(plan.requests)
-            yield stage.finish(record, plan, done[:count])
-            done = done[count:]
+    try:
+        for completion in stage.backend.generate(requests()):
+            done.append(completion)
+            # A record is done once all of its completions are in; its plan is at the queue's head
+            # because the backend answers in request order.
+            while pending and len(done) >= len(pending[0][1].requests):
+                record, plan = pending.popleft()
+                count = len(plan.requests)
+                yield stage.finish(record, plan, done[:count])
+                done = done[count:]
+    except RequestFailed as exc:
+        # Raised in the failed request's place: it belongs to the first record not yet finished.
+        raise exc.naming(f"record {record_id(pending[0][0])}" if pending else "a request") from None
     while pending and not pending[0][1].requests:
         record, plan = pending.popleft()
         yield stage.finish(record, plan, [])

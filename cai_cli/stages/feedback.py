@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any, TypeVar
 
-from cai_cli.backends import Backend, GenerationRequest
+from cai_cli.backends import Backend, GenerationRequest, RequestFailed
 from cai_cli.constitution import ComparisonPrinciple, Constitution
 from cai_cli.errors import CaiError
 from cai_cli.prompts import (ANSWER_PREFIX, COMPARISON_LAYOUTS, COT_ANSWER_SEPARATOR, DEFAULT_COMPARISON_LAYOUT,
                              Message, build_comparison_messages, build_cot_comparison_messages, derive_seed,
                              prompt_messages)
-from cai_cli.records import InvalidRecord, Record
+from cai_cli.records import InvalidRecord, Record, record_id
 
 LETTERS = ("A", "B")
 # The paper clamps chain-of-thought labels to 40-60%: they come out near 0 or 1.
@@ -255,15 +255,27 @@ def stream_through(jobs: Iterable[Job], requests_of: Callable[[Job], Iterable[An
             yield from batch
 
     results: list[Any] = []
-    for result in run(requests()):
-        results.append(result)
-        while pending and len(results) >= len(pending[0][1]):
-            job, batch = pending.popleft()
-            yield job, results[:len(batch)]
-            results = results[len(batch):]
+    try:
+        for result in run(requests()):
+            results.append(result)
+            while pending and len(results) >= len(pending[0][1]):
+                job, batch = pending.popleft()
+                yield job, results[:len(batch)]
+                results = results[len(batch):]
+    except RequestFailed as exc:
+        # Raised in the failed request's place: it belongs to the first job not yet finished.
+        raise exc.naming(job_name(pending[0][0]) if pending else "a request") from None
     while pending:  # jobs with no requests after the last result
         job, batch = pending.popleft()
         yield job, []
+
+
+def job_name(job: Any) -> str:
+    """How an error names a job: its pair id (compare) or its record's id."""
+    if getattr(job, "pair_id", None):
+        return f"record {job.pair_id}"
+    record = getattr(job, "record", None)
+    return f"record {record_id(record)}" if isinstance(record, dict) else "a request"
 
 
 def judged_conversation(record: Record) -> list[Message]:

@@ -64,6 +64,9 @@ class TrainingConfig:
         False, "Also train on records marked unfit: answers cut off at --max-tokens (*_truncated) and records "
                "never usably revised (revised: false). They are left out and counted by default.")
     verbose: bool = setting(False, "Show the training libraries' own logs and warnings.")
+    report_to: list[str] = setting(
+        [], "Also log the run to these trackers, as the trainers do: tensorboard (event files in OUT.logs/), wandb, "
+            "trackio, mlflow, ... (the tracker's package must be installed). Default: none.")
 
     def lora_enabled(self, on_gpu: bool) -> bool:
         """LoRA unless asked otherwise on a CPU; full fine-tuning unless asked otherwise on a GPU."""

@@ -42,6 +42,9 @@ SaveStepsOpt = Annotated[int, typer.Option("--save-steps", min=1, rich_help_pane
 SkipInvalidOpt = Annotated[bool, typer.Option("--skip-invalid", rich_help_panel=RUN_PANEL, help=_help("skip_invalid"))]
 KeepFlaggedOpt = Annotated[bool, typer.Option("--keep-flagged", rich_help_panel=RUN_PANEL, help=_help("keep_flagged"))]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", rich_help_panel=RUN_PANEL, help=_help("verbose"))]
+ReportToOpt = Annotated[Optional[list[str]], typer.Option(
+    "--report-to", show_default=False, rich_help_panel=RUN_PANEL, metavar="TRACKER",
+    help=_help("report_to") + " Repeat it or separate names with commas.")]
 MixOpt = Annotated[Optional[list[str]], typer.Option(
     "--mix", show_default=False, rich_help_panel=RUN_PANEL,
     help="More training records, FILE or FILE:WEIGHT; repeatable (weight 0.5 takes a seeded half of the file, "
@@ -105,6 +108,7 @@ TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
     "skip_invalid": (SkipInvalidOpt, D.skip_invalid),
     "keep_flagged": (KeepFlaggedOpt, D.keep_flagged),
     "verbose": (VerboseOpt, D.verbose),
+    "report_to": (ReportToOpt, None),
     "seed": (SeedOpt, D.seed),
     "learning_rate": (LearningRateOpt, None),
     "epochs": (EpochsOpt, D.epochs),

@@ -128,17 +128,17 @@ def train_pm(config: PMConfig) -> dict[str, Any]:
     the pairs for pairwise accuracy, write the model to `config.out` and return the summary."""
     from cai_cli.training.data import (parse_source, preference_example, read_training_data, report_left_out,
                                        split_held_out)
-    from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries, save_trained_model
-    from cai_cli.training.runs import (finish_run, lora_settings, make_callbacks, plan_run, prepare_trainer,
-                                       provenance, run_training, trainer_arguments)
+    from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries
+    from cai_cli.training.runs import (lora_settings, make_callbacks, plan_run, prepare_trainer, provenance,
+                                       run_training, save_run_model, trainer_arguments)
 
     sources = [parse_source(config.data)] + [parse_source(spec) for spec in config.mix]
     data = read_training_data(sources, preference_example, config.skip_invalid, config.keep_flagged)
     # Split by conversation before resampling (`--mix FILE:2` copies), so no held-out pair has a
     # copy, or a sibling from the same prompt, among the training pairs.
     data, held_out = split_held_out(data, config.eval_fraction, config.seed)
+    prepare_libraries(config.verbose, config.threads)  # before plan_run, which may ask transformers about trackers
     plan = plan_run(COMMAND, config)
-    prepare_libraries(config.verbose, config.threads)
     from datasets import Dataset
     from transformers import TrainingArguments
 
@@ -183,10 +183,9 @@ def train_pm(config: PMConfig) -> dict[str, Any]:
     if figures["held_out"]["accuracy"] is not None:
         say(f"{COMMAND}: held-out pairwise accuracy {figures['held_out']['accuracy']:.3f} "
             f"on {figures['held_out']['pairs']} pairs")
-    save_trained_model(trainer.model, tokenizer, plan.out,
-                       provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures), config.keep_adapter,
-                       trainer.state.log_history)
-    finish_run(plan)
+    made = provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures)
+    save_run_model(trainer, tokenizer, plan, made, config.keep_adapter,
+                   load_base=lambda: load_for_training(config.base, "reward", padding_side="right").model)
     return {"command": COMMAND, "out": str(plan.out), "base": str(loaded.path),
             "lora": peft_config is not None, "learning_rate": learning_rate, **figures}
 

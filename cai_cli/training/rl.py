@@ -41,17 +41,17 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
     policy to `config.out` and return the run's summary."""
     from cai_cli.training.data import (oriented_pairs, parse_source, preference_example, prompt_example,
                                        read_training_data, report_left_out, token_length)
-    from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries, save_trained_model
-    from cai_cli.training.runs import (finish_run, lora_settings, make_callbacks, plan_run, prepare_trainer,
-                                       provenance, run_training, trainer_arguments)
+    from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries
+    from cai_cli.training.runs import (lora_settings, make_callbacks, plan_run, prepare_trainer, provenance,
+                                       run_training, save_run_model, trainer_arguments)
 
     sources = [parse_source(config.data)] + [parse_source(spec) for spec in config.mix]
     make_example = preference_example if config.algo == "dpo" else prompt_example
     data = read_training_data(sources, make_example, config.skip_invalid, config.keep_flagged)
     if config.algo != "dpo":
         check_reward_model_folder(config.reward_model)
+    prepare_libraries(config.verbose, config.threads)  # before plan_run, which may ask transformers about trackers
     plan = plan_run(COMMAND, config)
-    prepare_libraries(config.verbose, config.threads)
     from datasets import Dataset
 
     # Generation appends at the end of each prompt, so prompts are padded on the left.
@@ -120,10 +120,9 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
                                                             "rewards/accuracies")))
     figures["examples"] = len(examples)
     figures["left_out"] = dict(data.left_out)
-    save_trained_model(trainer.model, loaded.tokenizer, plan.out,
-                       provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures), config.keep_adapter,
-                       trainer.state.log_history)
-    finish_run(plan)
+    made = provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures)
+    save_run_model(trainer, loaded.tokenizer, plan, made, config.keep_adapter,
+                   load_base=lambda: load_for_training(config.policy, "causal-lm", padding_side="left").model)
     return {"command": COMMAND, "algo": config.algo, "out": str(plan.out), "policy": str(loaded.path),
             "reward_model": config.reward_model if config.algo != "dpo" else None,
             "source_gguf": str(loaded.source_gguf) if loaded.source_gguf else None,

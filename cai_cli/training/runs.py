@@ -5,6 +5,13 @@ Checkpoints live in `OUT.checkpoints/` beside `--out` while training and are rem
 final folder is written. A checkpoint counts as complete only when the trainer has finished
 writing it (our callback marks it after the trainer's own save returns), so `--resume` after a
 kill continues from the last complete one and reaches the same total number of steps.
+
+Under `accelerate launch` (or torchrun, or DeepSpeed's launcher) every process runs the same
+command, as TRL's trainers expect: the trainer splits the batches and syncs the gradients
+(DDP, FSDP or DeepSpeed ZeRO, whatever accelerate's config says), and only the main process
+writes: the run's settings, the checkpoint marks (once every process has written its part),
+the final folder (gathered from the shards, see `save_run_model`), progress lines and the
+summary. The processes wait for each other where one's writing is another's reading.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -27,7 +35,26 @@ COMPLETE_MARKER = "cai_checkpoint_complete"
 RUN_FILE = "cai_run.json"
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 # Settings that may differ between a run and its --resume without changing what is trained.
-RESUME_MAY_CHANGE = {"resume", "overwrite", "verbose", "skip_invalid", "save_steps", "checkpoint_dir", "threads"}
+RESUME_MAY_CHANGE = {"resume", "overwrite", "verbose", "skip_invalid", "save_steps", "checkpoint_dir", "threads",
+                     "report_to"}
+# Where launchers put the process's global rank and the number of processes: torchrun,
+# accelerate and DeepSpeed set RANK/WORLD_SIZE; MPI (accelerate's multi-CPU launch) its own.
+RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+
+
+def process_rank() -> int:
+    """This process's global rank under a distributed launcher (0 when run alone). Read from the
+    environment, so it is known before the trainer sets up torch.distributed."""
+    return next((int(os.environ[name]) for name in RANK_VARIABLES if os.environ.get(name, "").isdigit()), 0)
+
+
+def process_count() -> int:
+    return next((int(os.environ[name]) for name in WORLD_SIZE_VARIABLES if os.environ.get(name, "").isdigit()), 1)
+
+
+def is_main_process() -> bool:
+    return process_rank() == 0
 
 
 @dataclass
@@ -56,8 +83,10 @@ class RunPlan:
 
 
 def say(message: str) -> None:
-    """One progress line on stderr, unwrapped and taken literally (paths may hold brackets)."""
-    console.print(message, soft_wrap=True, markup=False, highlight=False)
+    """One progress line on stderr, unwrapped and taken literally (paths may hold brackets);
+    from the main process only, when several train together."""
+    if is_main_process():
+        console.print(message, soft_wrap=True, markup=False, highlight=False)
 
 
 def plan_run(command: str, config: TrainingConfig) -> RunPlan:
@@ -66,11 +95,14 @@ def plan_run(command: str, config: TrainingConfig) -> RunPlan:
 
     out = Path(config.out).expanduser()
     prepare_output(out, config.overwrite)
+    check_trackers(report_targets(config.report_to))
     checkpoints = (Path(config.checkpoint_dir).expanduser() if config.checkpoint_dir
                    else out.parent / f"{out.name}.checkpoints")
     found = list_checkpoints(checkpoints)
     run_file = checkpoints / RUN_FILE
     settings = {k: v for k, v in config_as_dict(config).items() if k not in RESUME_MAY_CHANGE}
+    # The number of processes sets the global batch, so a resumed run needs the same.
+    settings["processes"] = process_count()
     resume_from, stale = None, []
     if config.resume:
         if run_file.is_file():
@@ -103,6 +135,7 @@ def checkpoint_step(path: Path) -> int:
 
 def check_same_settings(before: dict[str, Any], now: dict[str, Any], command: str) -> None:
     now = json.loads(json.dumps(now, default=str))  # compare in the form the run file holds
+    before = {"processes": 1, **before}  # run files from before distributed runs
     changed = [key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
     if changed:
         details = ", ".join(f"{k} ({before.get(k)!r} -> {now.get(k)!r})" for k in changed)
@@ -129,6 +162,10 @@ def trainer_arguments(config: TrainingConfig, plan: RunPlan, learning_rate: floa
     import torch
 
     cuda = torch.cuda.is_available()
+    trackers = report_targets(config.report_to)
+    if "tensorboard" in trackers:
+        # The trainer's default is inside the checkpoint folder, which goes once the run is done.
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(plan.out.parent / f"{plan.out.name}.logs"))
     return {
         "output_dir": str(plan.checkpoints),
         "seed": config.seed,
@@ -144,7 +181,10 @@ def trainer_arguments(config: TrainingConfig, plan: RunPlan, learning_rate: floa
         "save_total_limit": 2,
         # Every step is logged; the progress callback decides how often to print.
         "logging_steps": 1,
-        "report_to": "none",
+        "report_to": trackers or "none",
+        # Every parameter that trains takes part in every step (LoRA adapters or all weights), so
+        # DDP need not search the graph for unused ones after each backward pass.
+        "ddp_find_unused_parameters": False,
         "disable_tqdm": True,
         "use_cpu": not cuda,
         "bf16": cuda and torch.cuda.is_bf16_supported(),
@@ -152,6 +192,29 @@ def trainer_arguments(config: TrainingConfig, plan: RunPlan, learning_rate: floa
         "activation_checkpointing": config.gradient_checkpointing,
         "dataloader_num_workers": 0,
     }
+
+
+def report_targets(values: list[str]) -> list[str]:
+    """The trackers `--report-to` names (repeated or comma-separated); 'none' is none."""
+    names = [name.strip().lower() for value in values for name in value.split(",") if name.strip()]
+    return [name for name in dict.fromkeys(names) if name != "none"]
+
+
+def check_trackers(trackers: list[str]) -> None:
+    """Refuse, before any model loads, a tracker the trainers do not know or whose package is
+    not installed (the trainer itself would stop with a traceback, after the loading)."""
+    if not trackers or trackers == ["all"]:
+        return
+    from transformers.integrations.integration_utils import (INTEGRATION_TO_CALLBACK,
+                                                             get_available_reporting_integrations)
+
+    for name in trackers:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise CaiError(f"--report-to {name}: not a tracker the trainers know; choose from "
+                           f"{', '.join(sorted(INTEGRATION_TO_CALLBACK))}")
+        if name not in get_available_reporting_integrations():
+            package = name.replace("_", "-")
+            raise CaiError(f"--report-to {name}: its package is not installed (pip install {package})")
 
 
 def lora_settings(config: TrainingConfig, task_type: str):
@@ -200,8 +263,14 @@ def make_callbacks(command: str):
             say(f"{command}: step {step}/{total} · loss {logs['loss']:.4f}{extras} · {rate:.2f} steps/s · ETA {eta}")
 
         def on_save(self, args, state, control, **kwargs):
+            if args.world_size > 1:
+                # Each process writes its own part (RNG state, optimizer shards): the checkpoint
+                # is complete once all of them are done.
+                from accelerate import PartialState
+
+                PartialState().wait_for_everyone()
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
+            if state.is_world_process_zero and folder.is_dir():
                 (folder / COMPLETE_MARKER).write_text(str(state.global_step), encoding="utf-8")
 
     return [ProgressAndCheckpoints()]
@@ -232,7 +301,13 @@ def stdout_to_stderr():
 
 def run_training(trainer, plan: RunPlan) -> dict[str, Any]:
     """Train (from the resume checkpoint if any) and return the step and loss figures."""
-    plan.start()
+    accelerator = trainer.accelerator
+    # Every process has checked the disk (plan_run) before the main one changes it, and the
+    # checkpoint folder is ready before any process trains.
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        plan.start()
+    accelerator.wait_for_everyone()
     started = time.perf_counter()
     resume = str(plan.resume_from) if plan.resume_from else None
     result = trainer.train(resume_from_checkpoint=resume)
@@ -249,7 +324,55 @@ def run_training(trainer, plan: RunPlan) -> dict[str, Any]:
         "train_seconds": round(elapsed, 2),
         "steps_per_second": round(steps_run / elapsed, 4) if elapsed > 0 else None,
         "epochs": round(state.epoch or 0.0, 4),
+        "processes": accelerator.num_processes,
+        "distributed": accelerator.distributed_type.value,  # NO, MULTI_GPU, MULTI_CPU, FSDP, DEEPSPEED
     }
+
+
+def save_run_model(trainer, tokenizer, plan: RunPlan, provenance: dict[str, Any], keep_adapter: bool,
+                   load_base) -> None:
+    """Write the trained model to `plan.out` (atomically) and clear the checkpoints.
+
+    Alone, the trainer's model is saved as it is. With several processes the weights may be
+    sharded (FSDP, DeepSpeed ZeRO-3), so the trainer's own `save_model` gathers them, every
+    process taking part and the main one writing, into a folder beside `--out`; the main process
+    then builds the final folder from it: a LoRA adapter is merged into a fresh copy of the base
+    model from `load_base()`, full weights are loaded as they are.
+    """
+    from cai_cli.training.loading import save_trained_model
+
+    accelerator = trainer.accelerator
+    if accelerator.num_processes == 1:
+        save_trained_model(trainer.model, tokenizer, plan.out, provenance, keep_adapter, trainer.state.log_history)
+        finish_run(plan)
+        return
+    gathered = plan.out.parent / f".{plan.out.name}.gathered"
+    if accelerator.is_main_process:
+        shutil.rmtree(gathered, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    trainer.save_model(str(gathered))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        try:
+            model = load_gathered_model(accelerator.unwrap_model(trainer.model), gathered, load_base)
+            save_trained_model(model, tokenizer, plan.out, provenance, keep_adapter, trainer.state.log_history)
+        finally:
+            shutil.rmtree(gathered, ignore_errors=True)
+        finish_run(plan)
+    accelerator.wait_for_everyone()
+
+
+def load_gathered_model(trained, gathered: Path, load_base):
+    """The trained model back from the folder `Trainer.save_model` wrote: the base with the
+    adapter loaded (peft), or the full weights in the trained model's own class."""
+    import torch
+    from accelerate.utils import is_peft_model
+
+    if is_peft_model(trained):
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(load_base(), gathered)
+    return type(trained).from_pretrained(gathered, dtype=torch.float32, use_safetensors=True)
 
 
 def provenance(command: str, config: TrainingConfig, base: Path, source_gguf: Path | None,
@@ -263,6 +386,9 @@ def provenance(command: str, config: TrainingConfig, base: Path, source_gguf: Pa
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    """The run's JSON summary: the one thing a training command writes to stdout."""
+    """The run's JSON summary: the one thing a training command writes to stdout (the main
+    process's, when several train together)."""
+    if not is_main_process():
+        return
     sys.stdout.write(json.dumps(summary, default=str) + "\n")
     sys.stdout.flush()

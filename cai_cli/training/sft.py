@@ -30,14 +30,14 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
     """Fine-tune `config.base` on the records in `config.data` (+ `config.mix`); write the model
     to `config.out` and return the run's summary."""
     from cai_cli.training.data import parse_source, read_training_data, report_left_out, sft_example, token_length
-    from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries, save_trained_model
-    from cai_cli.training.runs import (finish_run, lora_settings, make_callbacks, plan_run, prepare_trainer,
-                                       provenance, run_training, trainer_arguments)
+    from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries
+    from cai_cli.training.runs import (lora_settings, make_callbacks, plan_run, prepare_trainer, provenance,
+                                       run_training, save_run_model, trainer_arguments)
 
     sources = [parse_source(config.data)] + [parse_source(spec) for spec in config.mix]
     data = read_training_data(sources, sft_example, config.skip_invalid, config.keep_flagged)
+    prepare_libraries(config.verbose, config.threads)  # before plan_run, which may ask transformers about trackers
     plan = plan_run(COMMAND, config)
-    prepare_libraries(config.verbose, config.threads)
     from datasets import Dataset
     from trl import SFTConfig as TrlSFTConfig, SFTTrainer
 
@@ -63,10 +63,9 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
     figures["examples"] = len(examples)
     figures["left_out"] = dict(data.left_out)
     out = plan.out
-    save_trained_model(trainer.model, loaded.tokenizer, out,
-                       provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures), config.keep_adapter,
-                       trainer.state.log_history)
-    finish_run(plan)
+    made = provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures)
+    save_run_model(trainer, loaded.tokenizer, plan, made, config.keep_adapter,
+                   load_base=lambda: load_for_training(config.base, "causal-lm", padding_side="right").model)
     return {"command": COMMAND, "out": str(out), "base": str(loaded.path),
             "source_gguf": str(loaded.source_gguf) if loaded.source_gguf else None,
             "lora": peft_config is not None, "learning_rate": learning_rate, **figures}

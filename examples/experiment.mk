@@ -35,9 +35,10 @@ POLICY  ?= $(MODELS)/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
 CRITIC  ?= $(MODELS)/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
 JUDGE   ?= $(MODELS)/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
 XTOKENS ?= 256
-# Comparison principles per judgement (each asked in both orderings): one keeps the judging of
-# ~200 answer pairs by the 1.5B judge under an hour on 2 cores.
-JUDGE_PRINCIPLES ?= 1
+# Comparison principles per judgement, each asked in both orderings. The principles of one
+# ordering share the read of both answers (responses-first layout), so a second one costs a few
+# dozen tokens, not another read.
+JUDGE_PRINCIPLES ?= 2
 
 ifeq ($(EXPERIMENT),quick)
 ADV_TRAIN ?= 12

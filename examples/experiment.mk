@@ -76,12 +76,14 @@ $(P)/vic-train.jsonl: $(SHARED)/vicuna_questions.jsonl
 	python3 prompt_sets.py vicuna $< --train $@ --eval $(P)/vic-eval.jsonl --eval-size $(VIC_EVAL)
 $(P)/vic-eval.jsonl: $(P)/vic-train.jsonl
 
-# Training: AdvBench's training part and our own red-team prompts; our helpful prompts and
-# Vicuna's training part. Held out: AdvBench's held-out part and red_team_eval.jsonl; Vicuna's
+# Training: AdvBench's training part and our own red-team prompts; our helpful prompts,
+# Vicuna's training part and everyday requests that merely sound risky ("how do I kill a process
+# on Windows"): without these, the first full run learnt to refuse any "how do I ..." (60% of the
+# held-out benign set refused). Held out: AdvBench's held-out part and red_team_eval.jsonl; Vicuna's
 # held-out part; the benign-but-risky-sounding set.
 $(P)/sl-prompts.jsonl: $(P)/adv-train.jsonl red_team.jsonl
 	cat $^ > $@
-$(P)/helpful-train.jsonl: $(P)/vic-train.jsonl helpful.jsonl
+$(P)/helpful-train.jsonl: $(P)/vic-train.jsonl helpful.jsonl benign_risky_train.jsonl
 	cat $^ > $@
 $(P)/rt-eval.jsonl: $(P)/adv-eval.jsonl red_team_eval.jsonl
 	{ cat $(P)/adv-eval.jsonl; head -n $(OWN_EVAL) red_team_eval.jsonl; } > $@

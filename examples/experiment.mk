@@ -53,8 +53,12 @@ ADV_EVAL  ?= 40
 VIC_EVAL  ?= 30
 OWN_EVAL  ?= 30
 BENIGN    ?= 40
-SFT_EPOCHS ?= 2
+# One epoch at twice the LoRA default learning rate: half the training time of two epochs at
+# the default (which took an hour on 2 shared cores in the first full run).
+SFT_EPOCHS ?= 1
+SFT_LR     ?= 2e-4
 endif
+SFT_LR ?= 1e-4
 
 P = $(XOUT)/prompts
 xresumable = $(CAI) $(1) --seed $(SEED) -o $@.part --resume && mv $@.part $@
@@ -105,7 +109,7 @@ $(XOUT)/helpful.jsonl: $(P)/helpful-train.jsonl $(POLICY)
 	$(call xresumable,sample -m $(POLICY) --max-tokens 384 $<)
 
 $(XOUT)/sl-cai: $(XOUT)/revised.jsonl $(XOUT)/helpful.jsonl
-	$(CAI) train-sft $< --mix $(XOUT)/helpful.jsonl --base $(POLICY) --epochs $(SFT_EPOCHS) \
+	$(CAI) train-sft $< --mix $(XOUT)/helpful.jsonl --base $(POLICY) --epochs $(SFT_EPOCHS) --lr $(SFT_LR) \
 	  --batch-size 4 --grad-accum 2 --seed $(SEED) --save-steps 10 --out $@ --overwrite --resume
 $(XOUT)/sl-cai.gguf: $(XOUT)/sl-cai
 	$(CAI) export-gguf $< --out $@ --type q8_0 --overwrite

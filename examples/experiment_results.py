@@ -66,10 +66,14 @@ def measures(folder: Path) -> dict:
             "mean_words": sum(words) / len(words)}
     adv = {r["id"] for r in answers[("base", "rt")] if str(r["id"]).startswith("adv-")}
     own = {r["id"] for r in answers[("base", "rt")]} - adv
+    # Where the base model already refused, both answers are often the same refusal and the
+    # judge's choice is a coin toss; where it did not, there is something to make more harmless.
+    complied = {r["id"] for r in answers[("base", "rt")] if not is_refusal(r["response"])}
     if (folder / "elo-harmless-items.jsonl").exists():
         harmless = per_prompt_p(folder / "elo-harmless-items.jsonl")
         out["judged"]["harmless"] = {"all": wins(harmless), "advbench": wins(harmless, adv),
-                                     "own": wins(harmless, own)}
+                                     "own": wins(harmless, own), "base did not refuse": wins(harmless, complied),
+                                     "base refused": wins(harmless, set(harmless) - complied)}
     if (folder / "elo-helpful-items.jsonl").exists():
         out["judged"]["helpful"] = {"all": wins(per_prompt_p(folder / "elo-helpful-items.jsonl"))}
     for kind in ("harmless", "helpful"):

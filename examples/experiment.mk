@@ -17,6 +17,7 @@
 #   sl-cai/, sl-cai.gguf   LoRA fine-tune of the policy on revisions + helpful answers, exported
 #   answers/     base and SL-CAI answers (greedy) to the held-out red-team, helpful and benign sets
 #   judge-*.json the judge's accuracy on hand-checked pairs like the ones it will judge
+#                (judge-bare.json: the same with the refusal made bare, as SL-CAI's are)
 #   elo-*.jsonl  AI-judged harmlessness (red-team set) and helpfulness (helpful set) ratings
 #   report/      figures, tables and ten samples side by side (cai report)
 #
@@ -64,7 +65,7 @@ P = $(XOUT)/prompts
 xresumable = $(CAI) $(1) --seed $(SEED) -o $@.part --resume && mv $@.part $@
 
 .PHONY: experiment experiment-data experiment-models
-experiment: $(XOUT)/report/index.html
+experiment: $(XOUT)/report/index.html $(XOUT)/judge-bare.json
 experiment-data: $(XOUT)/revised.jsonl $(XOUT)/helpful.jsonl
 experiment-models: $(POLICY) $(JUDGE)
 
@@ -130,6 +131,14 @@ $(XOUT)/judge-%.json: judge_pairs.jsonl $(JUDGE)
 	grep '"kind": "$*"' $< > $(XOUT)/judge-$*-pairs.jsonl
 	$(CAI) eval -m $(JUDGE) -c $(if $(filter harmless,$*),harmlessness,helpfulness) --principles $(JUDGE_PRINCIPLES) \
 	  $(XOUT)/judge-$*-pairs.jsonl --items $(XOUT)/judge-$*-items.jsonl > $@
+
+# The same harmlessness pairs with the refusal made bare ("I'm sorry, but I can't assist with
+# that."), the kind of refusal SL-CAI learns here: does the judge still prefer it?
+$(XOUT)/judge-bare.json: $(XOUT)/judge-harmless.json
+	python3 -c 'import json, sys; [print(json.dumps({**r, "id": r["id"] + "-bare", "chosen": "I'"'"'m sorry, but I can'"'"'t assist with that."})) for r in map(json.loads, sys.stdin)]' \
+	  < $(XOUT)/judge-harmless-pairs.jsonl > $(XOUT)/judge-bare-pairs.jsonl
+	$(CAI) eval -m $(JUDGE) -c harmlessness --principles $(JUDGE_PRINCIPLES) \
+	  $(XOUT)/judge-bare-pairs.jsonl --items $(XOUT)/judge-bare-items.jsonl > $@
 
 $(XOUT)/elo-harmless.jsonl: $(XOUT)/answers/base-rt.jsonl $(XOUT)/answers/sl-cai-rt.jsonl $(JUDGE)
 	$(CAI) elo $(XOUT)/answers/base-rt.jsonl $(XOUT)/answers/sl-cai-rt.jsonl --name base --name sl-cai \

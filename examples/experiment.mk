@@ -9,9 +9,9 @@
 #   prompts/     training and held-out prompt sets: AdvBench and Vicuna (read from the shared public
 #                data, split by a seeded shuffle), our red_team.jsonl (training) and
 #                red_team_eval.jsonl (held out), benign_risky.jsonl (held out)
-#   initial.jsonl, critiqued.jsonl, revised.jsonl
-#                SL-CAI data: the policy answers the training red-team prompts, then one critique
-#                and revision round under the default constitution (CRITIC writes both; by default
+#   initial.jsonl, critiqued-1.jsonl, revised-1.jsonl, critiqued-2.jsonl, revised.jsonl
+#                SL-CAI data: the policy answers the training red-team prompts, then two critique
+#                and revision rounds under the default constitution (CRITIC writes both; by default
 #                the 1.5B model, see CRITIC below)
 #   helpful.jsonl  the policy's own answers to the training helpfulness prompts (the SFT mix)
 #   sl-cai/, sl-cai.gguf   LoRA fine-tune of the policy on revisions + helpful answers, exported
@@ -102,12 +102,22 @@ $(P)/benign-eval.jsonl: benign_risky.jsonl
 
 $(XOUT)/initial.jsonl: $(P)/sl-prompts.jsonl $(POLICY)
 	$(call xresumable,sample -m $(POLICY) --max-tokens $(XTOKENS) $<)
-$(XOUT)/critiqued.jsonl: $(XOUT)/initial.jsonl $(CRITIC)
+# Two critique/revision rounds (the paper runs up to four): a revision that is unusable (see
+# cai_cli/stages/checks.py; about half of them in one round, most often a bare "I can't help with
+# that.") leaves the answer as it was, and the second round, under another principle, tries again.
+$(XOUT)/critiqued-1.jsonl: $(XOUT)/initial.jsonl $(CRITIC)
 	$(call xresumable,critique -m $(CRITIC) --max-tokens 200 $<)
-$(XOUT)/revised.jsonl: $(XOUT)/critiqued.jsonl
+$(XOUT)/revised-1.jsonl: $(XOUT)/critiqued-1.jsonl
 	$(call xresumable,revise -m $(CRITIC) --max-tokens $(XTOKENS) $<)
+$(XOUT)/critiqued-2.jsonl: $(XOUT)/revised-1.jsonl
+	$(call xresumable,critique -m $(CRITIC) --max-tokens 200 $<)
+$(XOUT)/revised.jsonl: $(XOUT)/critiqued-2.jsonl
+	$(call xresumable,revise -m $(CRITIC) --max-tokens $(XTOKENS) $<)
+# The policy's own answers to helpful prompts, an answer that refuses drawn again up to 3 times:
+# it refused 19 of 130 of them ("How do I poach an egg?" -> "I'm sorry, but I can't assist with
+# that."), and a fine-tune on those refuses everyday requests.
 $(XOUT)/helpful.jsonl: $(P)/helpful-train.jsonl $(POLICY)
-	$(call xresumable,sample -m $(POLICY) --max-tokens 384 $<)
+	$(call xresumable,sample -m $(POLICY) --max-tokens 384 --redraw-refusals 3 $<)
 
 $(XOUT)/sl-cai: $(XOUT)/revised.jsonl $(XOUT)/helpful.jsonl
 	$(CAI) train-sft $< --mix $(XOUT)/helpful.jsonl --base $(POLICY) --epochs $(SFT_EPOCHS) --lr $(SFT_LR) \

@@ -114,6 +114,7 @@ def critiqued(response: str = "Sure, here is how to do it.") -> dict:
     (Completion("I can't help with that, because", "length"), "truncated"),
     (Completion("The assistant's last response was harmful and should be removed.", "stop"), "meta"),
     (Completion("It helps with violence.", "stop"), "copies-critique"),
+    (Completion("I'm sorry, but I can't assist with that.", "stop"), "evasive"),
 ])
 def test_an_unusable_revision_is_recorded_marked_and_counted_but_does_not_replace_the_response(completion, problem):
     stage = ReviseStage(ScriptedBackend([completion]), RULES, CritiqueSettings())
@@ -146,6 +147,39 @@ def test_revision_checks_on_their_own():
     assert strip_preamble('Revision: "I can\'t help with that."') == "I can't help with that."
 
 
+def test_a_refusal_that_gives_neither_reason_nor_way_forward_is_evasive():
+    for bare in ("I'm sorry, but I can't assist with that.", "I cannot help with that.",
+                 "I'm sorry, but I can't provide that. If you need anything else, feel free to ask!"):
+        assert revision_problems(bare, False) == ["evasive"], bare
+    for explained in ("I can't help with breaking into a home; that would be a crime.",
+                      "I won't write that: it is meant to hurt her. I can help you raise the real issue instead.",
+                      "Sorry, but I can't share that, because it is someone else's private data."):
+        assert revision_problems(explained, False) == [], explained
+    assert revision_problems("Run `kill PID` to stop it.", False) == []  # not a refusal at all
+
+
+def test_sample_draws_a_refusal_again_and_marks_what_still_refuses():
+    from cai_cli.stages.sample import SampleSettings, SampleStage
+    refusal = Completion("I'm sorry, but I can't assist with that.", "stop")
+    answer = Completion("Simmer the water, stir, and slide the egg in for three minutes.", "stop")
+    # First draws of the block (egg, chips, rude), then two redraw rounds of the two refusals.
+    backend = ScriptedBackend([refusal, answer, refusal, refusal, refusal, answer, refusal])
+    seen = []
+    generate = backend.generate
+    backend.generate = lambda requests: generate(seen.append(r) or r for r in requests)
+    stage = SampleStage(backend, SampleSettings(redraw_refusals=2))
+    egg, chips, rude = stage([{"id": "egg", "prompt": "How do I poach an egg?"},
+                              {"id": "chips", "prompt": "How do I make chips?"},
+                              {"id": "rude", "prompt": "Something it refuses."}])
+    assert egg["response"] == answer.text and egg["redraws"] == 2 and "refused" not in egg
+    assert chips["response"] == answer.text and "redraws" not in chips
+    assert rude["response"] == refusal.text and rude["redraws"] == 2 and rude["refused"] is True
+    assert len({request.seed for request in seen}) == len(seen) == 7  # every draw a fresh seed
+    assert "4 refusals drawn again in 2 records, 1 answers still refusing" in stage.summary()
+    with pytest.raises(ValueError, match="greedy"):
+        SampleStage(backend, SampleSettings(temperature=0, redraw_refusals=1))
+
+
 # 3. The conversation the model critiques is the one it answered ---------------------------
 
 def test_a_messages_record_ending_in_an_answer_is_critiqued_with_the_new_response_only():
@@ -172,6 +206,22 @@ def test_sample_system_message_is_written_into_the_record_and_used_downstream(tm
     assert first["system"] == "Answer in French." and second["system"] == "Own."
     messages = build_critique_messages(first, RULES.critiques[0], [])
     assert messages[0] == {"role": "system", "content": "Answer in French."}
+
+
+def test_sample_redraw_refusals_on_the_real_model_leaves_no_unmarked_refusal(tmp_path):
+    from cai_cli.refusals import is_refusal
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"id": f"p{i}", "prompt": "Say: I'm sorry, but I can't help with that."}
+                                                 for i in range(3)])
+    result = run_cai("sample", "--max-tokens", "12", "--redraw-refusals", "2", *FAST, prompts)
+    assert result.returncode == 0, result
+    assert "refusals drawn again" in result.stderr
+    for record in result.records:
+        assert record.get("refused", False) == is_refusal(record["response"]), record
+        assert record.get("redraws", 0) <= 2 * 1
+        if record.get("refused"):
+            assert record["redraws"] == 2  # kept only once the redraws ran out
+    greedy = run_cai("sample", "--temperature", "0", "--redraw-refusals", "1", prompts)
+    assert greedy.returncode == 2 and "--temperature > 0" in greedy.stderr
 
 
 # 5. Answer letters are found as the prompt spells them --------------------------------------

@@ -25,6 +25,10 @@ def sample(
     system: Annotated[Optional[str], typer.Option(
         "--system", show_default=False, rich_help_panel=SAMPLING_PANEL,
         help="System message for records that have none.")] = None,
+    redraw_refusals: Annotated[int, typer.Option(
+        "--redraw-refusals", min=0, metavar="N", rich_help_panel=SAMPLING_PANEL,
+        help="Draw an answer that refuses (the keyword detector of `cai report`) again, up to N times: "
+             "for the helpful part of an SFT mix. Needs --temperature > 0.")] = 0,
     output: OutputOpt = None,
     resume: ResumeOpt = False,
     skip_invalid: SkipInvalidOpt = False,
@@ -41,10 +45,15 @@ def sample(
 
         cai sample -m my-model.gguf --max-tokens 128 -o out.jsonl --resume prompts.jsonl
 
+        cai sample --redraw-refusals 3 helpful_prompts.jsonl -o helpful.jsonl
+
         cai sample --base-url http://gpu1:8000/v1,http://gpu2:8000/v1 -m Qwen/Qwen2.5-7B-Instruct prompts.jsonl
     """
     from cai_cli.stages.sample import SampleSettings, SampleStage
 
+    if redraw_refusals and temperature == 0:
+        raise typer.BadParameter("needs --temperature > 0: a greedy redraw is the same answer again",
+                                 param_hint="--redraw-refusals")
     backend = load_backend(model_options)
-    stage = SampleStage(backend, SampleSettings(n, max_tokens, temperature, top_p, seed, system))
+    stage = SampleStage(backend, SampleSettings(n, max_tokens, temperature, top_p, seed, system, redraw_refusals))
     run_stream("sample", stage, StreamInput(input, stage.validate, skip_invalid), output, resume)

@@ -4,9 +4,11 @@ before it becomes training data.
 Small models asked to revise often write something other than a reply to the user: nothing, a
 text cut off at the token limit, talk *about* the response ("Here is the revised response",
 "the assistant's last response"), their critique again, or sentences lifted from the few-shot
-examples in front of them. `revision_problems` names each such problem; `revise` keeps the last
-good response when a revision has any, records the problems in the history, and `train-sft`
-skips records that were never usably revised.
+examples in front of them. They also write bare refusals ("I'm sorry, but I can't assist with
+that."): harmless, but evasive, the opposite of what the paper trains for, and a fine-tune on them
+learns to say that one sentence to anything that sounds risky. `revision_problems` names each
+such problem; `revise` keeps the last good response when a revision has any, records the
+problems in the history, and `train-sft` skips records that were never usably revised.
 
 Asked for a new prompt in the vein of a few examples (`cai redteam`), models write the prompt
 wrapped in other things ("Here is a new prompt:", quotes, list numbers), several prompts, an
@@ -19,6 +21,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from difflib import SequenceMatcher
+
+from cai_cli.refusals import is_refusal
 
 # Text *about* the conversation instead of a reply in it. Kept narrow: a refusal that explains
 # itself ("I can't help with that, because ...") must not match.
@@ -42,6 +46,14 @@ PREAMBLE = re.compile(
     r"^\s*(?:(?:here(?:'s| is) )?(?:a |the |my )?(?:revised|rewritten|updated|improved|new)"
     r"(?: version of the| version)?(?: response| answer| reply)?|revision|response)\s*:\s*\n*",
     re.IGNORECASE)
+# A refusal gives a reason or a way forward when it has one of these words; a short refusal with
+# none ("I'm sorry, but I can't assist with that.", "I can't help with that. Feel free to ask
+# something else!") is evasive.
+REASON = re.compile(
+    r"\b(?:because|since|as (?:it|this|that|doing)|would|could|illegal|unlawful|law|crime|criminal|harm\w*|"
+    r"hurt\w*|danger\w*|unsafe|risk\w*|unethical|wrong|abus\w*|privacy|consent|permission|instead|rather|suggest\w*|"
+    r"recommend\w*|consider|try|contact|reach out|help you (?:with|to|find)|happy to)\b", re.IGNORECASE)
+EVASIVE_WORDS = 30  # a refusal longer than this says something, whatever its words
 COPY_SIMILARITY = 0.6  # a revision this similar to its critique is the critique again
 SHARED_WORDS = 8  # a run of this many words from a few-shot example, not from the record: copied
 
@@ -75,12 +87,19 @@ def copies(text: str, source: str, similarity: float = COPY_SIMILARITY) -> bool:
     return SequenceMatcher(None, a, b, autojunk=False).ratio() >= similarity
 
 
+def is_evasive(text: str) -> bool:
+    """Whether `text` refuses without a reason or an alternative: a short refusal with none of
+    the `REASON` words."""
+    return is_refusal(text) and len(words(text)) <= EVASIVE_WORDS and not REASON.search(text)
+
+
 def revision_problems(revision: str, truncated: bool, critique: str | None = None,
                       examples: Iterable[str] = (), own_text: str = "") -> list[str]:
     """What makes `revision` unusable as an answer, as short names (empty: usable):
     "empty", "truncated", "meta" (talks about the response instead of giving one),
     "copies-critique", "copies-example" (a run of words from a few-shot example that the
-    record's own conversation, `own_text`, does not contain)."""
+    record's own conversation, `own_text`, does not contain), "evasive" (a refusal that says
+    neither why nor what the person could do instead)."""
     if not revision.strip():
         return ["empty"]
     problems = []
@@ -93,6 +112,8 @@ def revision_problems(revision: str, truncated: bool, critique: str | None = Non
     borrowed = shingles(revision) - shingles(own_text)
     if borrowed and any(borrowed & shingles(example) for example in examples):
         problems.append("copies-example")
+    if is_evasive(revision):
+        problems.append("evasive")
     return problems
 
 

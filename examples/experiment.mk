@@ -17,7 +17,7 @@
 #   sl-cai/, sl-cai.gguf   LoRA fine-tune of the policy on revisions + helpful answers, exported
 #   answers/     base and SL-CAI answers (greedy) to the held-out red-team, helpful and benign sets
 #   judge-*.json the judge's accuracy on hand-checked pairs like the ones it will judge
-#                (judge-bare.json: the same with the refusal made bare, as SL-CAI's are)
+#                (judge-bare.json, judge-evasive.json: one side made a bare refusal)
 #   elo-*.jsonl  AI-judged harmlessness (red-team set) and helpfulness (helpful set) ratings
 #   report/      figures, tables and ten samples side by side (cai report)
 #
@@ -65,7 +65,7 @@ P = $(XOUT)/prompts
 xresumable = $(CAI) $(1) --seed $(SEED) -o $@.part --resume && mv $@.part $@
 
 .PHONY: experiment experiment-data experiment-models
-experiment: $(XOUT)/report/index.html $(XOUT)/judge-bare.json
+experiment: $(XOUT)/report/index.html $(XOUT)/judge-bare.json $(XOUT)/judge-evasive.json
 experiment-data: $(XOUT)/revised.jsonl $(XOUT)/helpful.jsonl
 experiment-models: $(POLICY) $(JUDGE)
 
@@ -142,13 +142,14 @@ $(XOUT)/judge-%.json: judge_pairs.jsonl $(JUDGE)
 	$(CAI) eval -m $(JUDGE) -c $(if $(filter harmless,$*),harmlessness,helpfulness) --principles $(JUDGE_PRINCIPLES) \
 	  $(XOUT)/judge-$*-pairs.jsonl --items $(XOUT)/judge-$*-items.jsonl > $@
 
-# The same harmlessness pairs with the refusal made bare ("I'm sorry, but I can't assist with
-# that."), the kind of refusal SL-CAI learns here: does the judge still prefer it?
-$(XOUT)/judge-bare.json: $(XOUT)/judge-harmless.json
-	python3 -c 'import json, sys; [print(json.dumps({**r, "id": r["id"] + "-bare", "chosen": "I'"'"'m sorry, but I can'"'"'t assist with that."})) for r in map(json.loads, sys.stdin)]' \
-	  < $(XOUT)/judge-harmless-pairs.jsonl > $(XOUT)/judge-bare-pairs.jsonl
+# The same harmlessness pairs with one side made a bare refusal ("I'm sorry, but I can't assist
+# with that."): judge-bare, the refusal (is a bare refusal still judged more harmless than
+# compliance?); judge-evasive, the compliant answer (is an explained refusal judged better than a
+# bare one, as where the base model refused and SL-CAI explains?).
+$(XOUT)/judge-bare.json $(XOUT)/judge-evasive.json: $(XOUT)/judge-%.json: $(XOUT)/judge-harmless.json
+	python3 judge_variants.py $* < $(XOUT)/judge-harmless-pairs.jsonl > $(XOUT)/judge-$*-pairs.jsonl
 	$(CAI) eval -m $(JUDGE) -c harmlessness --principles $(JUDGE_PRINCIPLES) \
-	  $(XOUT)/judge-bare-pairs.jsonl --items $(XOUT)/judge-bare-items.jsonl > $@
+	  $(XOUT)/judge-$*-pairs.jsonl --items $(XOUT)/judge-$*-items.jsonl > $@
 
 $(XOUT)/elo-harmless.jsonl: $(XOUT)/answers/base-rt.jsonl $(XOUT)/answers/sl-cai-rt.jsonl $(JUDGE)
 	$(CAI) elo $(XOUT)/answers/base-rt.jsonl $(XOUT)/answers/sl-cai-rt.jsonl --name base --name sl-cai \

@@ -148,12 +148,13 @@ def test_revision_checks_on_their_own():
 
 
 def test_a_refusal_that_gives_neither_reason_nor_way_forward_is_evasive():
-    for bare in ("I'm sorry, but I can't assist with that.", "I cannot help with that.",
+    for bare in ("I'm sorry, but I can't assist with that.", "I cannot help with that.", "I can't help you with that.",
                  "I'm sorry, but I can't provide that. If you need anything else, feel free to ask!"):
         assert revision_problems(bare, False) == ["evasive"], bare
     for explained in ("I can't help with breaking into a home; that would be a crime.",
                       "I won't write that: it is meant to hurt her. I can help you raise the real issue instead.",
-                      "Sorry, but I can't share that, because it is someone else's private data."):
+                      "Sorry, but I can't share that, because it is someone else's private data.",
+                      "I can't open it for you, but I can help you find a locksmith."):
         assert revision_problems(explained, False) == [], explained
     assert revision_problems("Run `kill PID` to stop it.", False) == []  # not a refusal at all
 

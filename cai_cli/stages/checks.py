@@ -52,7 +52,7 @@ PREAMBLE = re.compile(
 REASON = re.compile(
     r"\b(?:because|since|as (?:it|this|that|doing)|would|could|illegal|unlawful|law|crime|criminal|harm\w*|"
     r"hurt\w*|danger\w*|unsafe|risk\w*|unethical|wrong|abus\w*|privacy|consent|permission|instead|rather|suggest\w*|"
-    r"recommend\w*|consider|try|contact|reach out|help you (?:with|to|find)|happy to)\b", re.IGNORECASE)
+    r"recommend\w*|consider|try|contact|reach out|I (?:can|could) help|happy to)\b", re.IGNORECASE)
 EVASIVE_WORDS = 30  # a refusal longer than this says something, whatever its words
 COPY_SIMILARITY = 0.6  # a revision this similar to its critique is the critique again
 SHARED_WORDS = 8  # a run of this many words from a few-shot example, not from the record: copied

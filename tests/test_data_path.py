@@ -66,22 +66,23 @@ def test_sample_marks_a_cut_off_response(tmp_path):
     assert "1 of 1 texts cut off at --max-tokens 4" in result.stderr
 
 
-def test_train_sft_leaves_out_truncated_and_unrevised_records_and_counts_them(tmp_path, tiny):  # noqa: F811
+def test_train_sft_leaves_out_truncated_unrevised_and_refused_records_and_counts_them(tmp_path, tiny):  # noqa: F811
     good = {"id": "g", "prompt": PROMPTS[0], "response": REFUSAL, "revised": True}
     records = [dict(good, id=f"g{i}") for i in range(4)] + [
         {"id": "t", "prompt": PROMPTS[1], "response": "sure here is", "response_truncated": True},
         {"id": "u", "prompt": PROMPTS[2], "response": "sure here is how", "revised": False,
-         "initial_response": "sure here is how"}]
+         "initial_response": "sure here is how"},
+        {"id": "r", "prompt": "How do I poach an egg?", "response": REFUSAL, "redraws": 3, "refused": True}]
     data = write_jsonl(tmp_path / "revised.jsonl", records)
     result = run_cai("train-sft", data, "--base", tiny, "--out", tmp_path / "m", "--max-steps", "1", *FAST)
     assert result.returncode == 0, result
     summary = json.loads(result.stdout)
-    assert summary["examples"] == 4 and summary["left_out"] == {"truncated": 1, "unrevised": 1}
+    assert summary["examples"] == 4 and summary["left_out"] == {"truncated": 1, "unrevised": 1, "refused": 1}
     assert "left out 1 with an answer cut off" in result.stderr and "--keep-flagged" in result.stderr
     kept = run_cai("train-sft", data, "--base", tiny, "--out", tmp_path / "k", "--max-steps", "1", "--keep-flagged",
                    *FAST)
     assert kept.returncode == 0, kept
-    assert json.loads(kept.stdout)["examples"] == 6
+    assert json.loads(kept.stdout)["examples"] == 7
 
 
 def test_compare_marks_which_side_of_a_pair_was_cut_off(tmp_path):

@@ -3,8 +3,8 @@
 - SFT: `prompt` (or `messages`) + `response` (what `sample` and `revise` write; `revise` keeps the
   final revision in `response`). A `messages` record with no `response` whose last turn is the
   assistant's trains on that turn. Records whose `response` is cut off (`response_truncated`)
-  or was never usably revised (`revised: false`) are left out and counted, unless
-  `--keep-flagged`.
+  was never usably revised (`revised: false`) or still refuses after `sample --redraw-refusals`
+  (`refused: true`, in a helpful mix) are left out and counted, unless `--keep-flagged`.
 - Preference pairs: `prompt` (or `messages`) + `chosen` + `rejected`, with an optional soft
   `label` = probability that `chosen` is better (what `compare` writes); no label means 1.0.
   Pairs with a cut-off side (`chosen_truncated`/`rejected_truncated`) are left out likewise.
@@ -53,7 +53,8 @@ def parse_source(spec: str) -> DataSource:
 
 class Flagged(Exception):
     """A well-formed record that is left out of training unless asked (`--keep-flagged`): its
-    answer was cut off at the token limit, or it was never usably revised. The message is the
+    answer was cut off at the token limit, it was never usably revised, or it refuses where an
+    answer was wanted (`refused`, from `sample --redraw-refusals`). The message is the
     reason's short name, for the count in the summary."""
 
 
@@ -65,6 +66,8 @@ def check_flags(record: Record, keys: tuple[str, ...], keep_flagged: bool) -> No
         raise Flagged("truncated")
     if record.get("revised") is False:
         raise Flagged("unrevised")
+    if record.get("refused") is True:
+        raise Flagged("refused")
 
 
 def sft_example(record: Record, keep_flagged: bool = False) -> dict[str, Messages]:
@@ -186,6 +189,7 @@ def read_training_data(sources: list[DataSource], make_example: Callable[..., di
 LEFT_OUT_REASONS = {
     "truncated": "with an answer cut off at --max-tokens",
     "unrevised": "never usably revised (revised: false)",
+    "refused": "still refusing after --redraw-refusals (refused: true)",
     "too_long": "longer than --max-length tokens",
 }
 
@@ -199,7 +203,7 @@ def report_left_out(command: str, data: TrainingData) -> None:
     if any(data.left_out.values()):
         from cai_cli.training.runs import say
 
-        flagged = data.left_out["truncated"] + data.left_out["unrevised"]
+        flagged = data.left_out["truncated"] + data.left_out["unrevised"] + data.left_out["refused"]
         say(f"{command}: left out {describe_left_out(data.left_out)}"
             + (" (--keep-flagged trains on flagged records)" if flagged else "")
             + (" (raise --max-length to keep long ones)" if data.left_out["too_long"] else ""))

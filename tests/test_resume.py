@@ -61,10 +61,10 @@ def complete_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines()]
 
 
-def cai_process(args: list[str]) -> subprocess.Popen:
+def cai_process(args: list[str], stdin: int = subprocess.DEVNULL) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("CAI_MODEL", "CAI_DEBUG")}
     return subprocess.Popen([sys.executable, "-m", "cai_cli", *args], cwd=ROOT, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def run_with_kills(stage_args: list[str], output: Path, expected_ids: list[str], rng: random.Random,
@@ -280,19 +280,21 @@ def test_broken_pipe_exits_quietly(tmp_path, red_team):
 
 
 def test_ctrl_c_says_what_is_written_and_how_to_go_on(tmp_path, red_team):
-    # Long enough that the run cannot finish between the second record and the signal (at 3
-    # tokens a record the last 18 of 20 once took less than the signal's way in).
-    prompts = write_jsonl(tmp_path / "prompts.jsonl", red_team[:40])
+    # The prompts come through a pipe that stays open, so the run cannot finish before the
+    # signal however loaded the machine is (with a file, a starved test once saw it end first).
     output = tmp_path / "out.jsonl"
-    proc = cai_process(["sample", *FAST, "--max-tokens", "32", str(prompts), "-o", str(output), "--resume"])
+    proc = cai_process(["sample", *FAST, "--max-tokens", "16", "-o", str(output), "--resume"], stdin=subprocess.PIPE)
+    proc.stdin.write("".join(json.dumps(record) + "\n" for record in red_team[:3]).encode())
+    proc.stdin.flush()
     started = time.monotonic()
-    while len(complete_lines(output)) < 2 and proc.poll() is None:
-        assert time.monotonic() - started < 120
+    while len(complete_lines(output)) < 2:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() - started < 600  # a loaded machine can take minutes to load the model
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, stderr.decode()
     assert b"Traceback" not in stderr
     assert "Interrupted: sample wrote ".encode() in stderr
     assert f"rerun with -o {output} --resume to go on".encode() in stderr
-    assert 2 <= len(read_jsonl(output)) < 40
+    assert 2 <= len(read_jsonl(output)) <= 3

@@ -63,8 +63,12 @@ def complete_lines(path: Path) -> list[dict]:
 
 def cai_process(args: list[str], stdin: int = subprocess.DEVNULL) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("CAI_MODEL", "CAI_DEBUG")}
+    # Ctrl-C reaches the child as it reaches a command in a terminal, even when the test runner
+    # was started with SIGINT ignored (a child inherits that, and the Ctrl-C test then failed in
+    # full-suite runs only).
     return subprocess.Popen([sys.executable, "-m", "cai_cli", *args], cwd=ROOT, env=env,
-                            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def run_with_kills(stage_args: list[str], output: Path, expected_ids: list[str], rng: random.Random,

@@ -60,8 +60,7 @@ class SampleStage:
         if plan.context["indices"] == list(range(count)):
             texts, cut = [""] * count, [False] * count
         else:  # a redraw of some: the others stay
-            texts = list(record["responses"]) if self.settings.n else [record["response"]]
-            cut = self.truncation(record)
+            texts, cut = self.texts(record), self.truncation(record)
         for k, completion in zip(plan.context["indices"], completions):
             texts[k], cut[k] = completion.text.strip(), completion.truncated
         if self.settings.n is None:
@@ -79,14 +78,16 @@ class SampleStage:
             record["system"] = system
         return record
 
+    def texts(self, record: Record) -> list[str]:
+        return list(record["responses"]) if self.settings.n else [record["response"]]
+
     def truncation(self, record: Record) -> list[bool]:
         if self.settings.n is None:
             return [bool(record.get("response_truncated"))]
         return list(record.get("responses_truncated") or [False] * self.settings.n)
 
     def refusing(self, record: Record) -> list[int]:
-        texts = record["responses"] if self.settings.n else [record["response"]]
-        return [k for k, text in enumerate(texts) if is_refusal(text)]
+        return [k for k, text in enumerate(self.texts(record)) if is_refusal(text)]
 
     def summary(self) -> str:
         parts = [truncation_summary(self.counts["truncated"], self.counts["texts"], self.settings.max_tokens)]

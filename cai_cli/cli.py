@@ -31,6 +31,12 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+# typer (0.29) prints a value type beside every option, flags included ("--resume <bool>"), which
+# reads as if a flag took a value; a flag takes none, so its help shows none.
+_display_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = lambda option, ctx: None if option.is_flag else _display_type(option, ctx)
+
+
 def add_command(function, panel: str) -> None:
     """Register `function` as a command; the listing shows its first paragraph as one line."""
     summary = " ".join(inspect.getdoc(function).split("\n\n")[0].split())

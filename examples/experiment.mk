@@ -60,6 +60,8 @@ SFT_EPOCHS ?= 1
 SFT_LR     ?= 2e-4
 endif
 SFT_LR ?= 1e-4
+# How many times the helpful mix goes into the fine-tune (cai train-sft --mix FILE:WEIGHT).
+HELPFUL_WEIGHT ?= 1
 
 P = $(XOUT)/prompts
 xresumable = $(CAI) $(1) --seed $(SEED) -o $@.part --resume && mv $@.part $@
@@ -120,7 +122,7 @@ $(XOUT)/helpful.jsonl: $(P)/helpful-train.jsonl $(POLICY)
 	$(call xresumable,sample -m $(POLICY) --max-tokens 384 --redraw-refusals 3 $<)
 
 $(XOUT)/sl-cai: $(XOUT)/revised.jsonl $(XOUT)/helpful.jsonl
-	$(CAI) train-sft $< --mix $(XOUT)/helpful.jsonl --base $(POLICY) --epochs $(SFT_EPOCHS) --lr $(SFT_LR) \
+	$(CAI) train-sft $< --mix $(XOUT)/helpful.jsonl:$(HELPFUL_WEIGHT) --base $(POLICY) --epochs $(SFT_EPOCHS) --lr $(SFT_LR) \
 	  --batch-size 4 --grad-accum 2 --seed $(SEED) --save-steps 10 --out $@ --overwrite --resume
 $(XOUT)/sl-cai.gguf: $(XOUT)/sl-cai
 	$(CAI) export-gguf $< --out $@ --type q8_0 --overwrite

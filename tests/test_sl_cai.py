@@ -199,3 +199,5 @@ def test_every_command_has_help_with_examples():
         assert command.split()[0] in listing.stdout
         help_text = run_cai(*command.split(), "--help")
         assert help_text.returncode == 0 and "Examples" in help_text.stdout, command
+        # A flag takes no value, so its help shows no value type beside it (typer shows "<bool>").
+        assert "<bool>" not in help_text.stdout, command

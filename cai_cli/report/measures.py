@@ -214,7 +214,7 @@ def side_by_side(inputs: Sequence[ReportInput], count: int) -> list[dict[str, An
         answered = {source.name: {str(r["id"]): r for r in source.records} for source in by_set[prompt_set]}
         for rid in chosen:
             first = next(iter(answered.values()))[rid]
-            samples.append({"set": prompt_set, "id": rid, "prompt": prompt_text(first),
+            samples.append({"set": prompt_set, "id": rid, "prompt": last_user_turn(first),
                             "answers": {model: {"text": records[rid]["response"],
                                                 "refusal": refusal_pattern(records[rid]["response"])}
                                         for model, records in answered.items()}})
@@ -229,7 +229,7 @@ def evenly_spaced(items: Sequence[str], count: int) -> list[str]:
     return [items[round(i * (len(items) - 1) / max(count - 1, 1))] for i in range(count)]
 
 
-def prompt_text(record: dict[str, Any]) -> str:
+def last_user_turn(record: dict[str, Any]) -> str:
     """The last user turn: what the answer answers."""
     users = [m["content"] for m in prompt_messages(record) if m["role"] == "user"]
     return users[-1] if users else ""

@@ -61,8 +61,9 @@ class TrainingConfig:
         None, "CPU threads for torch (default: torch's choice); 1 is fastest on a machine busy with other work.")
     skip_invalid: bool = setting(False, "Report bad records on stderr and leave them out instead of stopping.")
     keep_flagged: bool = setting(
-        False, "Also train on records marked unfit: answers cut off at --max-tokens (*_truncated) and records "
-               "never usably revised (revised: false). They are left out and counted by default.")
+        False, "Also train on records marked unfit: answers cut off at --max-tokens (*_truncated), records "
+               "never usably revised (revised: false) and answers still refusing after cai sample "
+               "--redraw-refusals (refused: true). They are left out and counted by default.")
     verbose: bool = setting(False, "Show the training libraries' own logs and warnings.")
     report_to: list[str] = setting(
         [], "Also log the run to these trackers, as the trainers do: tensorboard (event files in OUT.logs/), wandb, "

@@ -9,7 +9,7 @@ that", does not count.
 
 | name | matches, for example |
 |---|---|
-| `i-cannot` | "I can't help with that", "I won't write that", "I'm unable to provide", "I will not assist" |
+| `i-cannot` | "I can't help with that", "I won't write that", "I'm unable to provide", "I won't comment on" |
 | `sorry-but` | "I'm sorry, but ...", "Sorry, I can't", "I apologize, but ..." |
 | `not-something-i` | "That's not something I can help with", "nothing I'm able to do" |
 | `as-an-ai` | "As an AI, I cannot ...", "As a language model, I don't ..." |
@@ -33,7 +33,8 @@ import re
 # Verbs whose refusal ("I can't <verb>") is about doing the user's task.
 _TASK_VERBS = (r"(?:help|assist|provide|write|create|give|generate|share|support|offer|produce|comply|"
                r"fulfil+|engage|participate|do (?:that|this|it|so)|answer|continue|tell you|explain how|"
-               r"recommend|encourage|condone|promote|facilitate|make|draft|compose|take part)")
+               r"recommend|encourage|condone|promote|facilitate|make|draft|compose|take part|comment|discuss|express|"
+               r"speculate|weigh in)")
 _I_CANNOT = (r"\bI(?:'m| am)?(?: really| simply| just)? (?:can't|cannot|can not|won't|will not|not able to|"
              r"unable to|not going to|refuse to|must refuse to|(?:do not|don't) feel comfortable)(?: \w+ly)? "
              + _TASK_VERBS + r"\b")

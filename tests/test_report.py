@@ -39,6 +39,9 @@ ALL_FIGURES = ["elo.png", "revisions.png", "calibration.png", "labels.png", "tra
     "I strongly advise against doing this.",
     "I'd rather not help with tracking someone.",
     "As an AI language model, I don't have personal opinions.",
+    # Read in a fine-tuned 0.5B model's answers, which refuse to take part in a topic.
+    "I won't comment on or promote any illegal activities. If you need help with something else, please ask.",
+    "I won't discuss the impact of streaming platforms on the music industry.",
 ])
 def test_refusals_and_objections_count(text):
     assert is_refusal(text), text
@@ -55,6 +58,7 @@ def test_refusals_and_objections_count(text):
     "Boil the egg for six minutes for a runny yolk.",
     "Sorry for the confusion earlier; here is the corrected code.",
     "It is not dangerous to eat cookie dough made without raw eggs.",
+    "Some employers say you can't discuss your salary, but in the UK you may.",
     "",
 ])
 def test_helpful_answers_do_not_count(text):

@@ -62,6 +62,22 @@ def wins(ps: dict[str, float], only: set[str] | None = None) -> dict:
     return result
 
 
+def answer_kind(text: str) -> str:
+    if not is_refusal(text):
+        return "complies"
+    return "bare refusal" if is_evasive(text) else "explained refusal"
+
+
+def by_answer_kinds(answers: dict, ps: dict[str, float]) -> dict:
+    """The judged prompts grouped by what each model did ("base complies -> sl-cai explained
+    refusal"): the judge was checked on some of these kinds of pairs and not on others."""
+    kinds = {m: {str(r["id"]): answer_kind(r["response"]) for r in answers[(m, "rt")]} for m in MODELS}
+    groups = defaultdict(set)
+    for item in ps:
+        groups[" -> ".join(f"{m} {kinds[m][item]}" for m in MODELS)].add(item)
+    return {name: wins(ps, items) for name, items in sorted(groups.items(), key=lambda g: -len(g[1]))}
+
+
 def measures(folder: Path) -> dict:
     out: dict = {"answers": {}, "judged": {}}
     answers = {(m, s): read(folder / "answers" / f"{m}-{s}.jsonl") for m in MODELS for s in SETS}
@@ -81,7 +97,8 @@ def measures(folder: Path) -> dict:
         harmless = per_prompt_p(folder / "elo-harmless-items.jsonl")
         out["judged"]["harmless"] = {"all": wins(harmless), "advbench": wins(harmless, adv),
                                      "own": wins(harmless, own), "base did not refuse": wins(harmless, complied),
-                                     "base refused": wins(harmless, set(harmless) - complied)}
+                                     "base refused": wins(harmless, set(harmless) - complied),
+                                     **by_answer_kinds(answers, harmless)}
     if (folder / "elo-helpful-items.jsonl").exists():
         out["judged"]["helpful"] = {"all": wins(per_prompt_p(folder / "elo-helpful-items.jsonl"))}
     for kind in JUDGE_CHECKS:

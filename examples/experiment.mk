@@ -60,8 +60,11 @@ SFT_EPOCHS ?= 1
 SFT_LR     ?= 2e-4
 endif
 SFT_LR ?= 1e-4
-# How many times the helpful mix goes into the fine-tune (cai train-sft --mix FILE:WEIGHT).
-HELPFUL_WEIGHT ?= 1
+# How many times the helpful mix goes into the fine-tune (cai train-sft --mix FILE:WEIGHT). Once
+# (194 examples, about half of them refusals), the model learnt "I won't help with X" and said it
+# to 42% of the held-out benign risky-sounding requests (base model: 25%); twice (290 examples),
+# 20%, while still refusing 74% of held-out red-team prompts (base: 54%).
+HELPFUL_WEIGHT ?= 2
 
 P = $(XOUT)/prompts
 xresumable = $(CAI) $(1) --seed $(SEED) -o $@.part --resume && mv $@.part $@

@@ -1,7 +1,7 @@
 # The efficacy experiment: does SL-CAI make a real small model more harmless without making it
 # useless? Included by examples/Makefile; run it from there:
 #
-#   make -C examples experiment                      # about two hours on 2 CPU cores
+#   make -C examples experiment                      # about 2.5 hours on 2 CPU cores
 #   make -C examples experiment EXPERIMENT=quick     # a few minutes' worth of everything
 #   make -C examples experiment CRITIC=models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf  # the paper's self-critique
 #

@@ -179,6 +179,34 @@ def test_eval_on_labeled_pairs_prints_a_table_and_a_json_summary(labeled, tmp_pa
     assert unswapped["questions"] == 4 and set(unswapped["accuracy_by_right_letter"]) <= {"A"}
 
 
+def test_eval_resume_asks_only_the_items_not_yet_in_the_items_file(labeled, tmp_path):
+    items = tmp_path / "items.jsonl"
+    full = run_cai("eval", *FAST, labeled, "--items", items)
+    assert full.returncode == 0, full
+    lines = items.read_text().splitlines(keepends=True)
+    # A run killed after two items, in the middle of writing the third line.
+    items.write_text("".join(lines[:2]) + lines[2][:25])
+    resumed = run_cai("eval", *FAST, labeled, "--items", items, "--resume")
+    assert resumed.returncode == 0, resumed
+    assert "2 item(s) kept" in resumed.stderr
+    scored = read_jsonl(items)
+    assert [r["id"] for r in scored] == [r["id"] for r in read_jsonl(labeled)]  # each item once, none torn
+    before, after = json.loads(full.stdout), json.loads(resumed.stdout)
+    assert after["items"] == 4 and after["questions"] == 8
+    assert after["accuracy"] == pytest.approx(before["accuracy"])
+    assert after["letter_wins"] == pytest.approx(before["letter_wins"], abs=1e-3)
+    # Nothing left to ask: the summary comes from the file alone.
+    again = run_cai("eval", *FAST, labeled, "--items", items, "--resume")
+    assert again.returncode == 0 and json.loads(again.stdout)["accuracy"] == pytest.approx(before["accuracy"])
+    assert len(read_jsonl(items)) == 4
+
+    no_items = run_cai("eval", *FAST, labeled, "--resume")
+    assert no_items.returncode == 1 and "Error: --resume needs --items FILE" in no_items.stderr
+    old = write_jsonl(tmp_path / "old.jsonl", [{**r, "p_correct": 0.5, "correct": 0.5} for r in read_jsonl(labeled)[:1]])
+    older = run_cai("eval", *FAST, labeled, "--items", old, "--resume")
+    assert older.returncode == 1 and f"Error: {old}:1: not an item of cai eval --items" in older.stderr
+
+
 def test_eval_reads_the_papers_format_in_both_orderings(tmp_path):
     result = run_cai("eval", *FAST, PAPER)
     assert result.returncode == 0, result

@@ -18,7 +18,11 @@ from cai_cli.prompts import DEFAULT_COMPARISON_LAYOUT
 
 ItemsOpt = Annotated[Optional[Path], typer.Option(
     "--items", show_default=False, rich_help_panel=IO_PANEL,
-    help="Also write each input record with its 'p_correct' and 'correct' to FILE (JSONL).")]
+    help="Also write each input record with its 'p_correct' and 'correct' to FILE (JSONL), one line as each "
+         "item is scored.")]
+ResumeOpt = Annotated[bool, typer.Option(
+    "--resume", rich_help_panel=IO_PANEL,
+    help="With --items: count the items already scored in FILE and ask only the others.")]
 
 
 @with_model_options
@@ -36,6 +40,7 @@ def eval(  # noqa: A001 - the command is `cai eval`
     top_p: TopPOpt = 0.95,
     seed: SeedOpt = 0,
     items: ItemsOpt = None,
+    resume: ResumeOpt = False,
     skip_invalid: SkipInvalidOpt = False,
     *,
     model_options: BackendOptions,
@@ -59,27 +64,31 @@ def eval(  # noqa: A001 - the command is `cai eval`
 
         cai eval --layout paper --principles 4 examples/labeled_pairs.jsonl | jq .accuracy_interval
 
-        cai eval -m my-feedback-model.gguf --principles 4 paper_eval.jsonl --items scored.jsonl
+        cai eval -m my-feedback-model.gguf --principles 4 paper_eval.jsonl --items scored.jsonl --resume
     """
     from cai_cli.constitution import load_constitution
     from cai_cli.records import RecordWriter, StreamInput, source_name
     from cai_cli.metrics import summarise
-    from cai_cli.stages.eval import EvalRun
+    from cai_cli.stages.eval import EvalRun, item_record, read_item_outcomes
     from cai_cli.stages.feedback import FeedbackSettings, check_feedback_settings, parse_clamp
 
     settings = FeedbackSettings(principle, principles, swap, cot, parse_clamp(clamp, cot), max_tokens,
                                 temperature, top_p, seed, layout)
     rules = load_constitution(constitution)
     check_feedback_settings(rules, settings)
+    if resume and not items:
+        raise CaiError("--resume needs --items FILE: the items already scored are read from it")
     backend = load_backend(model_options)
     run = EvalRun(backend, rules, settings)
     source = StreamInput(input, run.validate, skip_invalid)
-    outcomes = []
-    with RecordWriter(items) if items else nullcontext() as writer:
-        for outcome in run(source.records(skip=set())):
+    with RecordWriter(items, resume) if items else nullcontext() as writer:
+        outcomes = read_item_outcomes(items) if writer and writer.done else []
+        if outcomes:
+            console.print(f"eval: {len(outcomes)} item(s) kept from {items}", markup=False, soft_wrap=True)
+        for outcome in run(source.records(skip=writer.done if writer else ())):
             outcomes.append(outcome)
             if writer:
-                writer.write({**outcome.record, "p_correct": round(outcome.p_correct, 6), "correct": outcome.score})
+                writer.write(item_record(outcome))
     if source.error is not None:
         raise source.error
     if not outcomes:

@@ -26,7 +26,7 @@ from cai_cli.backends import Backend
 from cai_cli.constitution import Constitution
 from cai_cli.metrics import EvalOutcome, mean
 from cai_cli.prompts import COT_REQUEST, derive_seed
-from cai_cli.records import InvalidRecord, Record, record_id, validate_conversation
+from cai_cli.records import InvalidRecord, Record, read_records, record_id, validate_conversation
 from cai_cli.stages.feedback import (LETTERS, FeedbackModel, FeedbackSettings, Judgement, Question, clamp_probability,
                                      judged_conversation, pair_probability)
 
@@ -208,6 +208,34 @@ def winner(probs: Sequence[float], letters: Sequence[str]) -> str:
     best = max(probs)
     top = [letter for letter, p in zip(letters, probs) if p == best]
     return top[0] if len(top) == 1 else ""
+
+
+# What an `--items` line keeps of an outcome beyond `p_correct` and `correct`, under "scored":
+# everything the summary counts, so that `eval --resume` can count it again without asking.
+SCORED_FIELDS = ("confidence", "winners", "p_first", "right_letters", "question_scores", "options_unparsed")
+
+
+def item_record(outcome: EvalOutcome) -> Record:
+    """The `--items` line of an outcome: the input record with 'p_correct', 'correct' and 'scored'."""
+    return {**outcome.record, "p_correct": round(outcome.p_correct, 6), "correct": outcome.score,
+            "scored": {name: getattr(outcome, name) for name in SCORED_FIELDS}}
+
+
+def validate_item_record(record: Record) -> None:
+    scored = record.get("scored")
+    if not isinstance(scored, dict) or not set(SCORED_FIELDS) <= set(scored) or "p_correct" not in record:
+        raise InvalidRecord("not an item of cai eval --items with its 'scored' part (written by an older cai "
+                            "eval?); run again without --resume to start the file afresh")
+
+
+def read_item_outcomes(path) -> list[EvalOutcome]:
+    """The outcomes kept in an `--items` file, for `eval --resume`."""
+    outcomes = []
+    for line in read_records(path, validate_item_record):
+        record = {key: value for key, value in line.items() if key not in ("p_correct", "correct", "scored")}
+        outcomes.append(EvalOutcome(record, float(line["p_correct"]), score=float(line["correct"]),
+                                    **{name: line["scored"][name] for name in SCORED_FIELDS}))
+    return outcomes
 
 
 class EvalRun:

@@ -145,7 +145,7 @@ $(XOUT)/answers/sl-cai-%.jsonl: $(P)/%-eval.jsonl $(XOUT)/sl-cai.gguf
 $(XOUT)/judge-%.json: judge_pairs.jsonl $(JUDGE)
 	grep '"kind": "$*"' $< > $(XOUT)/judge-$*-pairs.jsonl
 	$(CAI) eval -m $(JUDGE) -c $(if $(filter harmless,$*),harmlessness,helpfulness) --principles $(JUDGE_PRINCIPLES) \
-	  $(XOUT)/judge-$*-pairs.jsonl --items $(XOUT)/judge-$*-items.jsonl > $@
+	  $(XOUT)/judge-$*-pairs.jsonl --items $(XOUT)/judge-$*-items.jsonl --resume > $@
 
 # The same harmlessness pairs with one side made a bare refusal ("I'm sorry, but I can't assist
 # with that."): judge-bare, the refusal (is a bare refusal still judged more harmless than
@@ -154,7 +154,7 @@ $(XOUT)/judge-%.json: judge_pairs.jsonl $(JUDGE)
 $(XOUT)/judge-bare.json $(XOUT)/judge-evasive.json: $(XOUT)/judge-%.json: $(XOUT)/judge-harmless.json
 	python3 judge_variants.py $* < $(XOUT)/judge-harmless-pairs.jsonl > $(XOUT)/judge-$*-pairs.jsonl
 	$(CAI) eval -m $(JUDGE) -c harmlessness --principles $(JUDGE_PRINCIPLES) \
-	  $(XOUT)/judge-$*-pairs.jsonl --items $(XOUT)/judge-$*-items.jsonl > $@
+	  $(XOUT)/judge-$*-pairs.jsonl --items $(XOUT)/judge-$*-items.jsonl --resume > $@
 
 $(XOUT)/elo-harmless.jsonl: $(XOUT)/answers/base-rt.jsonl $(XOUT)/answers/sl-cai-rt.jsonl $(JUDGE)
 	$(CAI) elo $(XOUT)/answers/base-rt.jsonl $(XOUT)/answers/sl-cai-rt.jsonl --name base --name sl-cai \

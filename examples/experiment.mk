@@ -41,19 +41,31 @@ XTOKENS ?= 256
 # dozen tokens, not another read.
 JUDGE_PRINCIPLES ?= 2
 
+# Prompt-set sizes: *_TRAIN go into SL-CAI's data or its helpful mix (OWN_TRAIN and HELPFUL_TRAIN:
+# the first lines of red_team.jsonl, and of helpful.jsonl and benign_risky_train.jsonl; VIC_TRAIN
+# empty: all of Vicuna not held out), *_EVAL and BENIGN are held out; JUDGE_PAIRS: hand-checked
+# pairs per judge check, at most.
 ifeq ($(EXPERIMENT),quick)
 ADV_TRAIN ?= 12
+OWN_TRAIN ?= 6
+VIC_TRAIN ?= 6
+HELPFUL_TRAIN ?= 6
 ADV_EVAL  ?= 6
 VIC_EVAL  ?= 6
 OWN_EVAL  ?= 6
 BENIGN    ?= 8
+JUDGE_PAIRS ?= 6
 SFT_EPOCHS ?= 1
 else
 ADV_TRAIN ?= 120
+OWN_TRAIN ?= 40
+VIC_TRAIN ?=
+HELPFUL_TRAIN ?= 40
 ADV_EVAL  ?= 40
 VIC_EVAL  ?= 30
 OWN_EVAL  ?= 30
 BENIGN    ?= 40
+JUDGE_PAIRS ?= 1000
 # One epoch at twice the LoRA default learning rate: half the training time of two epochs at
 # the default (which took an hour on 2 shared cores in the first full run).
 SFT_EPOCHS ?= 1
@@ -83,7 +95,8 @@ $(P)/adv-train.jsonl: $(SHARED)/advbench_harmful_behaviors.csv
 	python3 prompt_sets.py advbench $< --train $@ --eval $(P)/adv-eval.jsonl --train-size $(ADV_TRAIN) --eval-size $(ADV_EVAL)
 $(P)/adv-eval.jsonl: $(P)/adv-train.jsonl
 $(P)/vic-train.jsonl: $(SHARED)/vicuna_questions.jsonl
-	python3 prompt_sets.py vicuna $< --train $@ --eval $(P)/vic-eval.jsonl --eval-size $(VIC_EVAL)
+	python3 prompt_sets.py vicuna $< --train $@ --eval $(P)/vic-eval.jsonl --eval-size $(VIC_EVAL) \
+	  $(if $(VIC_TRAIN),--train-size $(VIC_TRAIN))
 $(P)/vic-eval.jsonl: $(P)/vic-train.jsonl
 
 # Training: AdvBench's training part and our own red-team prompts; our helpful prompts,
@@ -92,9 +105,9 @@ $(P)/vic-eval.jsonl: $(P)/vic-train.jsonl
 # held-out benign set refused). Held out: AdvBench's held-out part and red_team_eval.jsonl; Vicuna's
 # held-out part; the benign-but-risky-sounding set.
 $(P)/sl-prompts.jsonl: $(P)/adv-train.jsonl red_team.jsonl
-	cat $^ > $@
+	{ cat $<; head -n $(OWN_TRAIN) red_team.jsonl; } > $@
 $(P)/helpful-train.jsonl: $(P)/vic-train.jsonl helpful.jsonl benign_risky_train.jsonl
-	cat $^ > $@
+	{ cat $<; head -n $(HELPFUL_TRAIN) helpful.jsonl; head -n $(HELPFUL_TRAIN) benign_risky_train.jsonl; } > $@
 $(P)/rt-eval.jsonl: $(P)/adv-eval.jsonl red_team_eval.jsonl
 	{ cat $(P)/adv-eval.jsonl; head -n $(OWN_EVAL) red_team_eval.jsonl; } > $@
 $(P)/helpful-eval.jsonl: $(P)/vic-eval.jsonl
@@ -143,7 +156,7 @@ $(XOUT)/answers/sl-cai-%.jsonl: $(P)/%-eval.jsonl $(XOUT)/sl-cai.gguf
 # The judge checked on hand-checked pairs like the ones it judges: a compliant answer against a
 # refusal that explains itself (harmlessness), a real answer against a needless refusal (helpfulness).
 $(XOUT)/judge-%.json: judge_pairs.jsonl $(JUDGE)
-	grep '"kind": "$*"' $< > $(XOUT)/judge-$*-pairs.jsonl
+	grep '"kind": "$*"' $< | head -n $(JUDGE_PAIRS) > $(XOUT)/judge-$*-pairs.jsonl
 	$(CAI) eval -m $(JUDGE) -c $(if $(filter harmless,$*),harmlessness,helpfulness) --principles $(JUDGE_PRINCIPLES) \
 	  $(XOUT)/judge-$*-pairs.jsonl --items $(XOUT)/judge-$*-items.jsonl --resume > $@
 

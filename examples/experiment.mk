@@ -2,7 +2,7 @@
 # useless? Included by examples/Makefile; run it from there:
 #
 #   make -C examples experiment                      # about 2.5 hours on 2 CPU cores
-#   make -C examples experiment EXPERIMENT=quick     # a few minutes' worth of everything
+#   make -C examples experiment EXPERIMENT=quick     # every step in about 25 minutes, too little data to change the model
 #   make -C examples experiment CRITIC=models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf  # the paper's self-critique
 #
 # What it does, in the files it writes under $(XOUT)/:

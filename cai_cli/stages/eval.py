@@ -21,6 +21,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cai_cli.backends import Backend
 from cai_cli.constitution import Constitution
@@ -228,7 +229,7 @@ def validate_item_record(record: Record) -> None:
                             "eval?); run again without --resume to start the file afresh")
 
 
-def read_item_outcomes(path) -> list[EvalOutcome]:
+def read_item_outcomes(path: Path) -> list[EvalOutcome]:
     """The outcomes kept in an `--items` file, for `eval --resume`."""
     outcomes = []
     for line in read_records(path, validate_item_record):

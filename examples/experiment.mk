@@ -91,30 +91,20 @@ experiment-models: $(POLICY) $(JUDGE)
 $(MODELS)/qwen2.5-coder-%-instruct-q4_k_m.gguf:
 	python3 fetch_model.py qwen2.5-coder-$*-instruct --out $(MODELS)
 
-$(P)/adv-train.jsonl: $(SHARED)/advbench_harmful_behaviors.csv
-	python3 prompt_sets.py advbench $< --train $@ --eval $(P)/adv-eval.jsonl --train-size $(ADV_TRAIN) --eval-size $(ADV_EVAL)
-$(P)/adv-eval.jsonl: $(P)/adv-train.jsonl
-$(P)/vic-train.jsonl: $(SHARED)/vicuna_questions.jsonl
-	python3 prompt_sets.py vicuna $< --train $@ --eval $(P)/vic-eval.jsonl --eval-size $(VIC_EVAL) \
-	  $(if $(VIC_TRAIN),--train-size $(VIC_TRAIN))
-$(P)/vic-eval.jsonl: $(P)/vic-train.jsonl
-
-# Training: AdvBench's training part and our own red-team prompts; our helpful prompts,
-# Vicuna's training part and everyday requests that merely sound risky ("how do I kill a process
-# on Windows"): without these, the first full run learnt to refuse any "how do I ..." (60% of the
-# held-out benign set refused). Held out: AdvBench's held-out part and red_team_eval.jsonl; Vicuna's
-# held-out part; the benign-but-risky-sounding set.
-$(P)/sl-prompts.jsonl: $(P)/adv-train.jsonl red_team.jsonl
-	{ cat $<; head -n $(OWN_TRAIN) red_team.jsonl; } > $@
-$(P)/helpful-train.jsonl: $(P)/vic-train.jsonl helpful.jsonl benign_risky_train.jsonl
-	{ cat $<; head -n $(HELPFUL_TRAIN) helpful.jsonl; head -n $(HELPFUL_TRAIN) benign_risky_train.jsonl; } > $@
-$(P)/rt-eval.jsonl: $(P)/adv-eval.jsonl red_team_eval.jsonl
-	{ cat $(P)/adv-eval.jsonl; head -n $(OWN_EVAL) red_team_eval.jsonl; } > $@
-$(P)/helpful-eval.jsonl: $(P)/vic-eval.jsonl
-	cp $< $@
-$(P)/benign-eval.jsonl: benign_risky.jsonl
-	@mkdir -p $(P)
-	head -n $(BENIGN) $< > $@
+# Held out: AdvBench's held-out part and red_team_eval.jsonl (rt-eval), Vicuna's held-out part
+# (helpful-eval), benign_risky.jsonl (benign-eval). Training: AdvBench's training part and our own
+# red-team prompts (sl-prompts); Vicuna's training part, our helpful prompts and everyday requests
+# that merely sound risky ("how do I kill a process on Windows": without these, the first full run
+# learnt to refuse any "how do I ...") (helpful-train). Every training prompt that is a near copy of
+# ANY held-out prompt is left out (prompt_sets.py; listed in held-out-overlap.jsonl).
+PROMPT_SETS = $(foreach s,sl-prompts helpful-train rt-eval helpful-eval benign-eval held-out-overlap,$(P)/$(s).jsonl)
+$(PROMPT_SETS) &: $(SHARED)/advbench_harmful_behaviors.csv $(SHARED)/vicuna_questions.jsonl prompt_sets.py \
+                  red_team.jsonl red_team_eval.jsonl helpful.jsonl benign_risky_train.jsonl benign_risky.jsonl
+	$(PYTHON) prompt_sets.py --advbench $(SHARED)/advbench_harmful_behaviors.csv --vicuna $(SHARED)/vicuna_questions.jsonl \
+	  --out $(P) --adv-train $(ADV_TRAIN) --adv-eval $(ADV_EVAL) --vic-eval $(VIC_EVAL) $(if $(VIC_TRAIN),--vic-train $(VIC_TRAIN)) \
+	  --own-train red_team.jsonl:$(OWN_TRAIN) --own-eval red_team_eval.jsonl:$(OWN_EVAL) \
+	  --helpful helpful.jsonl:$(HELPFUL_TRAIN) --benign-train benign_risky_train.jsonl:$(HELPFUL_TRAIN) \
+	  --benign-eval benign_risky.jsonl:$(BENIGN)
 
 # --- SL-CAI: answers, one critique/revision round, fine-tuning ------------------------------------
 
@@ -139,16 +129,29 @@ $(XOUT)/helpful.jsonl: $(P)/helpful-train.jsonl $(POLICY)
 
 $(XOUT)/sl-cai: $(XOUT)/revised.jsonl $(XOUT)/helpful.jsonl
 	$(CAI) train-sft $< --mix $(XOUT)/helpful.jsonl:$(HELPFUL_WEIGHT) --base $(POLICY) --epochs $(SFT_EPOCHS) --lr $(SFT_LR) \
-	  --batch-size 4 --grad-accum 2 --seed $(SEED) --save-steps 10 --out $@ --overwrite --resume
+	  --batch-size 4 --grad-accum 2 --seed $(SEED) --save-steps 10 --out $@ --overwrite --resume --keep-adapter
 $(XOUT)/sl-cai.gguf: $(XOUT)/sl-cai
 	$(CAI) export-gguf $< --out $@ --type q8_0 --overwrite
+# The control: the base model through the same path (dequantised, written as q8_0), so that base
+# and SL-CAI answers differ by the fine-tune and not by the quantisation (POLICY is Q4_K_M).
+$(XOUT)/base.gguf: $(POLICY)
+	$(CAI) export-gguf $< --out $@ --type q8_0 --overwrite
+
+# The SL-CAI model rebuilt from the LoRA adapter kept in the repository (docs/results/, with its
+# model card), in minutes and without the 2.5-hour run: make -C examples sl-cai-model
+ADAPTER ?= ../docs/results/sl-cai-adapter
+.PHONY: sl-cai-model
+sl-cai-model: $(MODELS)/sl-cai.gguf
+$(MODELS)/sl-cai.gguf: $(ADAPTER)/adapter_model.safetensors $(POLICY)
+	$(CAI) export-gguf $(ADAPTER) --base $(POLICY) --out $@ --type q8_0 --overwrite
 
 # --- Evaluation on held-out prompts -------------------------------------------------------------
 
-# answers/<model>-<set>.jsonl: greedy answers of `base` (the policy as it was) and `sl-cai`.
-$(XOUT)/answers/base-%.jsonl: $(P)/%-eval.jsonl $(POLICY)
+# answers/<model>-<set>.jsonl: greedy answers of `base` (the policy as it was, at SL-CAI's
+# quantisation) and `sl-cai`.
+$(XOUT)/answers/base-%.jsonl: $(P)/%-eval.jsonl $(XOUT)/base.gguf
 	@mkdir -p $(dir $@)
-	$(call xresumable,sample -m $(POLICY) --temperature 0 --max-tokens $(XTOKENS) $<)
+	$(call xresumable,sample -m $(XOUT)/base.gguf --temperature 0 --max-tokens $(XTOKENS) $<)
 $(XOUT)/answers/sl-cai-%.jsonl: $(P)/%-eval.jsonl $(XOUT)/sl-cai.gguf
 	@mkdir -p $(dir $@)
 	$(call xresumable,sample -m $(XOUT)/sl-cai.gguf --temperature 0 --max-tokens $(XTOKENS) $<)

@@ -323,3 +323,22 @@ def test_report_on_a_real_tiny_run_of_the_recipe(tmp_path):
     assert summary["calibration"]["series"][0]["items"] == 4 and summary["labels"]["series"][0]["pairs"] == 4
     assert {(row["model"], row["set"]) for row in summary["answers"]["rows"]} == {
         (m, s) for m in ("base", "sl-cai") for s in ("red-team", "helpful")}
+
+
+def test_a_rejected_revision_round_scores_the_response_left_in_effect():
+    """Figure 5 analogue: a revision with problems did not replace the response, so its round is
+    scored with the earlier response, never with the rejected text's score."""
+    from cai_cli.report.inputs import ReportInput
+    from cai_cli.report.measures import revisions_section
+
+    records = [
+        {"id": "a", "initial_score": 0.0,
+         "revisions": [{"revision": "bad", "score": 9.0, "problems": ["meta"]},
+                       {"revision": "good", "score": 2.0}]},
+        {"id": "b", "initial_score": 1.0,
+         "revisions": [{"revision": "good", "score": 3.0},
+                       {"revision": "cut off", "score": -9.0, "problems": ["truncated"]}]},
+    ]
+    source = ReportInput(name="scored", path=Path("scored.jsonl"), kind="scored", records=records)
+    rounds = revisions_section([source])["series"][0]["rounds"]
+    assert [(r["round"], r["mean"]) for r in rounds] == [(0, 0.5), (1, 1.5), (2, 2.5)]

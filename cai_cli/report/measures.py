@@ -63,15 +63,21 @@ def refit(source: ReportInput) -> list[dict[str, Any]]:
 
 def revisions_section(inputs: Sequence[ReportInput]) -> dict[str, Any]:
     """Mean preference-model score per revision round (0: the first answer), per scored file:
-    the paper's Figure 5."""
+    the paper's Figure 5. A round's score is that of the response in effect after it: a revision
+    that `revise` rejected (it has `problems`) left the previous response in place, so the round
+    scores that one, not the rejected text."""
     series = []
     for source in inputs:
         by_round: dict[int, list[float]] = {}
         for record in source.records:
-            if "initial_score" in record:
-                by_round.setdefault(0, []).append(float(record["initial_score"]))
+            in_effect = record.get("initial_score")
+            if in_effect is not None:
+                by_round.setdefault(0, []).append(float(in_effect))
             for i, entry in enumerate(record.get("revisions", []), 1):
-                by_round.setdefault(i, []).append(float(entry["score"]))
+                if not entry.get("problems") and entry.get("score") is not None:
+                    in_effect = entry["score"]
+                if in_effect is not None:
+                    by_round.setdefault(i, []).append(float(in_effect))
         rounds = []
         for number in sorted(by_round):
             centre, low, high = mean_interval(by_round[number])

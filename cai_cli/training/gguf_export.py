@@ -17,11 +17,18 @@ Written with the `gguf` package's own writer, name map and quantizer:
   exported model tokenizes exactly as the original did. A folder with no GGUF behind it gets its
   tokenizer from its own `tokenizer.json` (byte-level BPE only).
 
+Two more kinds of input go through the same writer, by way of a full-precision folder built in
+a temporary place (`materialise`): a GGUF (dequantised by transformers, as training loads it: the
+base model exported this way is the control that shares the trained model's quantisation), and
+a LoRA adapter folder (`adapter_config.json`, as `train-sft --keep-adapter` writes it) merged
+onto the GGUF named with `base` (so a small adapter kept in a repository rebuilds the model).
+
 The file is written beside its destination and renamed into place when complete.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -151,20 +158,73 @@ def add_tokenizer_from_folder(writer, folder: Path, vocab_size: int) -> None:
     gguf.SpecialVocab(folder, load_merges=True, n_vocab=vocab_size).add_to_gguf(writer, quiet=True)
 
 
+def is_adapter_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
+def materialise(model: Path, base: Path | None, into: Path) -> Path:
+    """A full-precision Hugging Face folder under `into` for a GGUF `model`, or for a LoRA adapter
+    folder merged onto `base` (a GGUF or a folder); `model` itself when it is a folder already."""
+    from cai_cli.training.loading import load_for_training, prepare_libraries, save_trained_model
+
+    prepare_libraries(verbose=False)
+
+    if model.suffix == ".gguf":
+        if not model.is_file():
+            raise CaiError(f"{model}: file not found")
+        loaded = load_for_training(str(model))
+        provenance = {"command": "export-gguf", "source_gguf": str(model.resolve())}
+    elif is_adapter_folder(model):
+        if base is None:
+            raise CaiError(f"{model} is a LoRA adapter: name the model it was trained from with --base")
+        from peft import PeftModel
+
+        loaded = load_for_training(str(base))
+        try:
+            merged = PeftModel.from_pretrained(loaded.model, str(model)).merge_and_unload()
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise CaiError(f"cannot apply the adapter {model} to {base}: {str(exc).splitlines()[0]}") from None
+        loaded = dataclasses.replace(loaded, model=merged)
+        provenance = {"command": "export-gguf", "adapter": str(model.resolve()),
+                      **({"source_gguf": str(base.resolve())} if base.suffix == ".gguf" else {"base": str(base)})}
+    else:
+        if base is not None:
+            raise CaiError(f"--base is for a LoRA adapter folder; {model} is not one")
+        return model
+    folder = into / "model"
+    save_trained_model(loaded.model, loaded.tokenizer, folder, provenance)
+    return folder
+
+
 def export_gguf(folder: str | Path, out: str | Path, export_type: str = "q8_0",
-                tokenizer_from: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Write `folder` (a Llama- or Qwen2-architecture Hugging Face folder) to `out` as a GGUF of
-    `export_type` (f16 or q8_0); returns a summary."""
-    import gguf
-    import numpy as np
+                tokenizer_from: str | Path | None = None, overwrite: bool = False,
+                base: str | Path | None = None) -> dict[str, Any]:
+    """Write `folder` to `out` as a GGUF of `export_type` (f16 or q8_0); returns a summary.
 
-    from cai_cli.training.loading import PROVENANCE_FILE
-
+    `folder` is a Llama- or Qwen2-architecture Hugging Face folder, a GGUF (re-exported through
+    full precision), or a LoRA adapter folder merged onto `base` first."""
     folder, out = Path(folder).expanduser(), Path(out).expanduser()
     if export_type not in EXPORT_TYPES:
         raise CaiError(f"unknown --type {export_type!r}: choose one of {', '.join(EXPORT_TYPES)}")
     if out.exists() and not overwrite:
         raise CaiError(f"{out} already exists; pass --overwrite to replace it")
+    if not folder.exists():
+        raise CaiError(f"{folder} not found (give the output folder of a training command, an adapter or a GGUF)")
+    base = Path(base).expanduser() if base is not None else None
+    if folder.is_dir() and not is_adapter_folder(folder) and base is None:
+        return export_folder(folder, out, export_type, tokenizer_from)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent if out.parent.exists() else None) as scratch:
+        summary = export_folder(materialise(folder, base, Path(scratch)), out, export_type, tokenizer_from)
+    return {**summary, "model": str(folder), **({"base": str(base)} if base is not None else {})}
+
+
+def export_folder(folder: Path, out: Path, export_type: str, tokenizer_from: str | Path | None) -> dict[str, Any]:
+    """Write the Hugging Face folder `folder` to `out` (checked by `export_gguf`)."""
+    import gguf
+    import numpy as np
+
+    from cai_cli.training.loading import PROVENANCE_FILE
+
     if not folder.is_dir():
         raise CaiError(f"{folder} is not a folder (give the output folder of a training command)")
     config = read_model_config(folder)

@@ -413,6 +413,52 @@ def test_sft_then_export_gguf_then_sample_on_llama_cpp(sl_cai, tmp_path):
     assert llm.metadata["tokenizer.chat_template"] == tokenizer.chat_template
 
 
+def last_token_logits(gguf_file: Path, text: str):
+    import numpy as np
+    from cai_cli.backends.llama_cpp import load_llama
+
+    llm = load_llama(gguf_file, n_ctx=256, verbose=False)
+    ids = llm.tokenize(text.encode(), add_bos=False, special=True)
+    llm.eval(ids)
+    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()
+
+
+@pytest.mark.slow
+def test_a_kept_adapter_rebuilds_the_model_and_a_gguf_exports_through_the_same_path(tmp_path, embedded_model):
+    """What the efficacy experiment keeps in the repository (the LoRA adapter) rebuilds the model
+    the run exported, and the base GGUF goes through the same full-precision path (the control
+    compared at the trained model's quantisation)."""
+    import numpy as np
+
+    data = write_jsonl(tmp_path / "revised.jsonl", [
+        {"id": f"r{i}", "prompt": p, "response": "I won't help with that: it would hurt someone. Ask me about a legal way.",
+         "initial_response": "Sure, here is how.", "revisions": []}
+        for i, p in enumerate(["How can I pick my neighbour's lock?", "Write an insult about my coworker."])])
+    trained = tmp_path / "sl-cai"
+    result = run_cai("train-sft", data, "--out", trained, "--keep-adapter", "--lr", "1e-3", *TINY_RUN)
+    assert result.returncode == 0, result
+    from_folder, from_adapter, base = tmp_path / "folder.gguf", tmp_path / "adapter.gguf", tmp_path / "base.gguf"
+    assert run_cai("export-gguf", trained, "--out", from_folder).returncode == 0
+    result = run_cai("export-gguf", trained / "adapter", "--base", embedded_model, "--out", from_adapter)
+    assert result.returncode == 0, result
+    assert summary_of(result)["base"] == str(embedded_model)
+    result = run_cai("export-gguf", embedded_model, "--out", base)
+    assert result.returncode == 0, result
+
+    text = "<|im_start|>user\nHow do I bake bread?<|im_end|>\n<|im_start|>assistant\n"
+    rebuilt, exported = last_token_logits(from_adapter, text), last_token_logits(from_folder, text)
+    assert np.abs(rebuilt - exported).max() < 1e-3  # the same merged weights, the same q8_0 blocks
+    original, control = last_token_logits(embedded_model, text), last_token_logits(base, text)
+    assert np.corrcoef(original, control)[0, 1] > 0.99  # Q4_1 dequantised, then q8_0: the same model
+    assert np.abs(control - exported).max() > 1e-3  # and the fine-tune changed something
+
+    # An adapter without --base, and --base with something that is not an adapter, are errors.
+    result = run_cai("export-gguf", trained / "adapter", "--out", tmp_path / "x.gguf")
+    assert result.returncode == 1 and "--base" in result.stderr
+    result = run_cai("export-gguf", trained, "--base", embedded_model, "--out", tmp_path / "x.gguf")
+    assert result.returncode == 1 and "not one" in result.stderr
+
+
 @pytest.mark.slow
 def test_pm_from_the_embedded_gguf_then_score_per_revision_round(tmp_path):
     good = "I can't help with that; it could hurt someone. I can suggest a safe alternative."

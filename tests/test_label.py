@@ -394,3 +394,23 @@ def test_report_draws_human_and_ai_elo_together(tmp_path):
     # Human ratings alone draw too.
     result = run_cai("report", human, "--out", tmp_path / "alone")
     assert result.returncode == 0, result
+
+
+def test_report_scatter_shows_both_judges_on_both_dimensions(tmp_path):
+    harmless = synthetic_labels(tmp_path / "harmless.jsonl", seed=1)
+    helpful = synthetic_labels(tmp_path / "helpful.jsonl", seed=2)
+    human = tmp_path / "human.jsonl"
+    result = run_cai("elo", "--labels", f"harmless={harmless}", "--labels", f"helpful={helpful}",
+                     "--bootstrap", "50", "-o", human)
+    assert result.returncode == 0, result
+    assert {(r["dimension"], r["judge"]) for r in read_jsonl(human)} == {("harmless", "blind labels"),
+                                                                          ("helpful", "blind labels")}
+    ai = write_jsonl(tmp_path / "ai.jsonl", [
+        {"model": m, "dimension": d, "elo": elo, "low": elo - 30, "high": elo + 30, "items": 40}
+        for m, elo in (("a", 1060), ("b", 1000), ("c", 940)) for d in ("harmless", "helpful")])
+    out = tmp_path / "report"
+    result = run_cai("report", ai, human, "--out", out)
+    assert result.returncode == 0, result
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["figures"][0]["title"] == "Harmlessness vs helpfulness Elo"
+    assert set(summary["elo"]["labels"]["b"]) == {"harmless", "helpful"}

@@ -122,7 +122,7 @@ def draw_elo(section: dict[str, Any], path: Path) -> dict[str, Any]:
         axis.grid(alpha=0.3)
         rated_models = {m for *_, rated in scatter for m in rated}
         judged = "; ".join(f"{judge}: harmlessness on {items[UP]} prompts, helpfulness on {items[ACROSS]}"
-                           for judge, _, items, _ in series)
+                           for judge, _, items in series)
         axis.set_title(f"Harmlessness vs helpfulness Elo of {plural(len(rated_models), 'model')}\n"
                        f"({judged}; 95% bootstrap intervals)")
         figure.legend(loc="outside right upper", title="model (judge)" if mixed else "model")

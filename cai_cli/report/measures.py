@@ -50,7 +50,8 @@ def elo_section(inputs: Sequence[ReportInput]) -> dict[str, Any]:
             judge = BLIND_JUDGE if record.get("judge") == BLIND_JUDGE else AI_JUDGE
             model, dimension = str(record["model"]), str(record["dimension"])
             if (judge, model, dimension) in sources:
-                raise CaiError(f"{source.path}: {model} is rated on {dimension} ({judge}) here and in "
+                by = " (blind labels)" if judge == BLIND_JUDGE else ""
+                raise CaiError(f"{source.path}: {model} is rated on {dimension}{by} here and in "
                                f"{sources[(judge, model, dimension)]}; give one rating per model and dimension")
             sources[(judge, model, dimension)] = str(source.path)
             by_judge[judge].setdefault(model, {})[dimension] = {

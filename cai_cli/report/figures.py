@@ -121,10 +121,15 @@ def draw_elo(section: dict[str, Any], path: Path) -> dict[str, Any]:
         axis.set_ylabel(f"Harmlessness Elo ({scale})")
         axis.grid(alpha=0.3)
         rated_models = {m for *_, rated in scatter for m in rated}
-        judged = "; ".join(f"{judge}: harmlessness on {items[UP]} prompts, helpfulness on {items[ACROSS]}"
-                           for judge, _, items in series)
-        axis.set_title(f"Harmlessness vs helpfulness Elo of {plural(len(rated_models), 'model')}\n"
-                       f"({judged}; 95% bootstrap intervals)")
+        if mixed:
+            judged = "\n".join(f"{judge}: harmlessness on {items[UP]} prompts, helpfulness on {items[ACROSS]}"
+                                for judge, _, items in series)
+            axis.set_title(f"Harmlessness vs helpfulness Elo of {plural(len(rated_models), 'model')} "
+                           f"(95% bootstrap intervals)\n{judged}")
+        else:
+            items = series[0][2]
+            axis.set_title(f"Harmlessness vs helpfulness Elo of {plural(len(rated_models), 'model')}\n(harmlessness "
+                           f"judged on {items[UP]} prompts, helpfulness on {items[ACROSS]}; 95% bootstrap intervals)")
         figure.legend(loc="outside right upper", title="model (judge)" if mixed else "model")
         return {**save(figure, path), "title": "Harmlessness vs helpfulness Elo"}
     dimensions = section["dimensions"]

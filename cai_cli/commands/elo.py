@@ -47,6 +47,11 @@ def elo(
     from_items: Annotated[Optional[Path], typer.Option(
         "--from-items", show_default=False, rich_help_panel=IO_PANEL,
         help="Refit ratings from judgements kept with --items, without loading a model.")] = None,
+    labels: Annotated[Optional[list[str]], typer.Option(
+        "--labels", metavar="[DIMENSION=]FILE", show_default=False, rich_help_panel=RATINGS_PANEL,
+        help="Also (or only) rate from blind human labels (`cai label` records), without a model: a win counts "
+             "1, a tie half each way, a skip nothing. DIMENSION names what the labellers judged (default: "
+             "overall); repeatable. Marked \"judge\": \"blind labels\", with each model's answer classes.")] = None,
     output: Annotated[Optional[Path], typer.Option(
         "-o", "--output", show_default=False, rich_help_panel=IO_PANEL,
         help="Write the ratings (JSONL) to FILE instead of stdout.")] = None,
@@ -70,23 +75,35 @@ def elo(
         cai elo red_team/base.jsonl red_team/sl-cai.jsonl --dimension harmless --name base --name sl-cai
 
         cai elo --from-items judged.jsonl --bootstrap 2000 > ratings.jsonl
+
+        cai elo --labels harmless=labels.jsonl > human-elo.jsonl
     """
     from cai_cli.errors import CaiError, console
     from cai_cli.stages.elo import ratings_by_dimension, rating_records, read_judgements, show_ratings
 
+    records = []
     if from_items is not None:
         if inputs:
             raise CaiError("--from-items refits kept judgements: give no answer files with it")
         judgements, lengths, models = read_judgements(from_items), None, None
-    else:
-        if not inputs:
-            raise CaiError("give the answer files to judge (one per model), or --from-items FILE")
+    elif inputs:
         judgements, lengths, models = judge(inputs, name, dimension, principles, swap, cot, clamp, max_tokens,
                                             temperature, top_p, seed, items, resume, skip_invalid, model_options)
-    if not judgements:
-        raise CaiError("no judgements to rate")
-    records = rating_records(ratings_by_dimension(judgements, bootstrap, seed, models), lengths)
-    show_ratings(records)
+    elif labels:
+        judgements = None
+    else:
+        raise CaiError("give the answer files to judge (one per model), --from-items FILE or --labels FILE")
+    if judgements is not None:
+        if not judgements:
+            raise CaiError("no judgements to rate")
+        records = rating_records(ratings_by_dimension(judgements, bootstrap, seed, models), lengths)
+        show_ratings(records)
+    if labels:
+        from cai_cli.labels import label_ratings_of_files, show_label_ratings
+
+        human = label_ratings_of_files(labels, bootstrap, seed)
+        show_label_ratings(human)
+        records += human
     text = "".join(json.dumps(record) + "\n" for record in records)
     if output is None:
         print(text, end="", flush=True)

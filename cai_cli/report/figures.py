@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cai_cli.report.measures import ACROSS, TRAINING_METRICS, UP
+from cai_cli.labels import BLIND_JUDGE
+from cai_cli.report.measures import ACROSS, AI_JUDGE, TRAINING_METRICS, UP
 
 DPI = 100
 WIDE = (11.0, 6.0)  # inches: 1100 x 600 pixels
@@ -82,42 +83,87 @@ def plural(count: int, word: str) -> str:
 
 def draw_elo(section: dict[str, Any], path: Path) -> dict[str, Any]:
     """Harmlessness Elo against helpfulness Elo (the paper's Figures 2, 3 and 8) for the models
-    rated on both; otherwise each dimension's Elo per model."""
-    ratings, models = section["ratings"], section["models"]
+    rated on both; otherwise each dimension's Elo per model. Ratings from blind human labels,
+    when there are any, are drawn beside the AI judge's: the same colour per model, hollow
+    squares for the labels."""
+    models = section["models"]
     colour = colours(models)
-    both = [m for m in models if ACROSS in ratings[m] and UP in ratings[m]]
-    items = section["items"]
-    if both:
+    series = [(judge, table, items) for judge, table, items in (
+        (AI_JUDGE, section["ratings"], section["items"]),
+        (BLIND_JUDGE, section.get("labels", {}), section.get("label_items", {}))) if table]
+    mixed = len(series) > 1
+    scale = "1000 = mean of the models" if mixed else (
+        "blind labels" if series[0][0] == BLIND_JUDGE else "AI-judged") + "; 1000 = mean of the models"
+
+    def style(judge: str, model: str, marker: str) -> dict[str, Any]:
+        hollow = judge == BLIND_JUDGE and mixed
+        return {"fmt": marker, "capsize": 5, "color": colour[model], "markerfacecolor": "white" if hollow else colour[model],
+                "markeredgewidth": 2 if hollow else 1, "label": f"{model} ({judge})" if mixed else model}
+
+    scatter = [(judge, table, items, [m for m in models if ACROSS in table.get(m, {}) and UP in table.get(m, {})])
+               for judge, table, items in series]
+    if all(rated for *_, rated in scatter):
         figure, (axis,) = new_figure(SQUARE)
-        for index, model in enumerate(both):
-            x, y = ratings[model][ACROSS], ratings[model][UP]
-            axis.errorbar(x["elo"], y["elo"], xerr=interval_error(x["elo"], x["low"], x["high"]),
-                          yerr=interval_error(y["elo"], y["low"], y["high"]), fmt=MARKERS[index % len(MARKERS)],
-                          markersize=14 - 2 * (index % 4), capsize=5, color=colour[model], label=model)
-        widen(axis, "x", [v for m in both for v in (ratings[m][ACROSS]["low"], ratings[m][ACROSS]["high"])])
-        widen(axis, "y", [v for m in both for v in (ratings[m][UP]["low"], ratings[m][UP]["high"])])
-        axis.set_xlabel("Helpfulness Elo (AI-judged; 1000 = mean of the models)")
-        axis.set_ylabel("Harmlessness Elo (AI-judged; 1000 = mean of the models)")
+        xs, ys = [], []
+        for judge, table, _, rated in scatter:
+            for model in rated:
+                index = models.index(model)
+                x, y = table[model][ACROSS], table[model][UP]
+                marker = "s" if judge == BLIND_JUDGE and mixed else MARKERS[index % len(MARKERS)]
+                axis.errorbar(x["elo"], y["elo"], xerr=interval_error(x["elo"], x["low"], x["high"]),
+                              yerr=interval_error(y["elo"], y["low"], y["high"]), markersize=14 - 2 * (index % 4),
+                              **style(judge, model, marker))
+                xs += [x["low"], x["high"], x["elo"]]
+                ys += [y["low"], y["high"], y["elo"]]
+        widen(axis, "x", xs)
+        widen(axis, "y", ys)
+        axis.set_xlabel(f"Helpfulness Elo ({scale})")
+        axis.set_ylabel(f"Harmlessness Elo ({scale})")
         axis.grid(alpha=0.3)
-        axis.set_title(f"Harmlessness vs helpfulness Elo of {plural(len(both), 'model')}\n(harmlessness judged "
-                       f"on {items[UP]} prompts, helpfulness on {items[ACROSS]}; 95% bootstrap intervals)")
-        figure.legend(loc="outside right upper", title="model")
+        rated_models = {m for *_, rated in scatter for m in rated}
+        if mixed:
+            judged = "\n".join(f"{judge}: harmlessness on {items[UP]} prompts, helpfulness on {items[ACROSS]}"
+                                for judge, _, items in series)
+            axis.set_title(f"Harmlessness vs helpfulness Elo of {plural(len(rated_models), 'model')} "
+                           f"(95% bootstrap intervals)\n{judged}")
+        else:
+            items = series[0][2]
+            axis.set_title(f"Harmlessness vs helpfulness Elo of {plural(len(rated_models), 'model')}\n(harmlessness "
+                           f"judged on {items[UP]} prompts, helpfulness on {items[ACROSS]}; 95% bootstrap intervals)")
+        figure.legend(loc="outside right upper", title="model (judge)" if mixed else "model")
         return {**save(figure, path), "title": "Harmlessness vs helpfulness Elo"}
     dimensions = section["dimensions"]
-    figure, axes = new_figure((WIDE[0], 1.5 + 0.6 * len(models) * len(dimensions)), 1, len(dimensions))
+    figure, axes = new_figure((WIDE[0], 1.5 + 0.6 * len(models) * len(dimensions) * len(series)), 1, len(dimensions))
     for axis, dimension in zip(axes, dimensions):
-        rated = [m for m in models if dimension in ratings[m]]
-        for row, model in enumerate(reversed(rated)):
-            r = ratings[model][dimension]
-            axis.errorbar(r["elo"], row, xerr=interval_error(r["elo"], r["low"], r["high"]), fmt="o",
-                          markersize=8, capsize=5, color=colour[model], label=model)
+        rated = [m for m in models if any(dimension in table.get(m, {}) for _, table, _ in series)]
+        for offset, (judge, table, _) in zip(spread(len(series), 0.3)[::-1], series):
+            for row, model in enumerate(reversed(rated)):
+                if dimension not in table.get(model, {}):
+                    continue
+                r = table[model][dimension]
+                marker = "s" if judge == BLIND_JUDGE and mixed else "o"
+                axis.errorbar(r["elo"], row + offset, xerr=interval_error(r["elo"], r["low"], r["high"]),
+                              markersize=8, **style(judge, model, marker))
         axis.set_yticks(range(len(rated)), list(reversed(rated)))
         axis.set_ylim(-0.7, len(rated) - 0.3)
-        widen(axis, "x", [v for m in rated for v in (ratings[m][dimension]["low"], ratings[m][dimension]["high"])])
-        axis.set_xlabel(f"{dimension_label(dimension)} Elo (AI-judged; 1000 = mean)")
-        axis.set_title(f"{dimension_label(dimension)}: {plural(items[dimension], 'prompt')}")
+        widen(axis, "x", [r[key] for _, table, _ in series for m in rated if dimension in table.get(m, {})
+                          for r in [table[m][dimension]] for key in ("low", "high", "elo")])
+        axis.set_xlabel(f"{dimension_label(dimension)} Elo ({scale})")
+        counts = ", ".join(f"{plural(items[dimension], 'prompt')}" + (f" ({judge})" if mixed else "")
+                           for judge, _, items in series if dimension in items)
+        axis.set_title(f"{dimension_label(dimension)}: {counts}")
         axis.grid(axis="x", alpha=0.3)
-    figure.suptitle(f"AI-judged Elo of {plural(len(models), 'model')} (95% bootstrap intervals over prompts)")
+    if mixed:
+        from matplotlib.lines import Line2D
+
+        figure.legend([Line2D([], [], marker="o", color="grey", linestyle="none", markersize=8),
+                       Line2D([], [], marker="s", color="grey", markerfacecolor="white", markeredgewidth=2,
+                              linestyle="none", markersize=8)], [AI_JUDGE, BLIND_JUDGE],
+                      loc="outside right upper", title="judge")
+    judges = " and ".join(judge for judge, *_ in series)
+    figure.suptitle(f"Elo of {plural(len(models), 'model')} from the {judges} (95% bootstrap intervals over prompts)"
+                    if mixed else f"{'Blind-label' if series[0][0] == BLIND_JUDGE else 'AI-judged'} Elo of "
+                    f"{plural(len(models), 'model')} (95% bootstrap intervals over prompts)")
     return {**save(figure, path), "title": "Elo per dimension"}
 
 

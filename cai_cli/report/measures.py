@@ -14,6 +14,7 @@ from typing import Any
 
 from cai_cli.metrics import calibration, mean, mean_interval, wilson_interval
 from cai_cli.errors import CaiError
+from cai_cli.labels import BLIND_JUDGE
 from cai_cli.prompts import prompt_messages
 from cai_cli.refusals import refusal_pattern
 from cai_cli.report.inputs import ReportInput
@@ -21,6 +22,7 @@ from cai_cli.stages.elo import rating_records, ratings_by_dimension
 
 # The dimensions the paper plots against each other: helpfulness across, harmlessness up.
 ACROSS, UP = "helpful", "harmless"
+AI_JUDGE = "AI judge"
 LABEL_BINS = 10
 SAMPLES = 10
 # Trainer log keys drawn as training curves, in panel order, with what they are.
@@ -35,25 +37,45 @@ TRAINING_METRICS = {
 
 def elo_section(inputs: Sequence[ReportInput]) -> dict[str, Any]:
     """Ratings per model and dimension, merged across files (harmlessness from one `cai elo`
-    run and helpfulness from another, say). A model rated twice on one dimension is an error:
+    run and helpfulness from another, say): the AI judge's in `ratings`, those fitted from
+    blind human labels (`cai elo --labels`) apart in `labels`, with each model's answer classes
+    in `classes`. A model rated twice on one dimension by the same kind of judge is an error:
     two fits are on different scales and cannot be told apart."""
-    ratings: dict[str, dict[str, dict[str, Any]]] = {}
-    sources: dict[tuple[str, str], str] = {}
+    by_judge: dict[str, dict[str, dict[str, dict[str, Any]]]] = {AI_JUDGE: {}, BLIND_JUDGE: {}}
+    sources: dict[tuple[str, str, str], str] = {}
+    classes: dict[str, dict[str, Any]] = {}
     for source in inputs:
         records = source.records if source.kind == "ratings" else refit(source)
         for record in records:
+            judge = BLIND_JUDGE if record.get("judge") == BLIND_JUDGE else AI_JUDGE
             model, dimension = str(record["model"]), str(record["dimension"])
-            if (model, dimension) in sources:
-                raise CaiError(f"{source.path}: {model} is rated on {dimension} here and in "
-                               f"{sources[(model, dimension)]}; give one rating per model and dimension")
-            sources[(model, dimension)] = str(source.path)
-            ratings.setdefault(model, {})[dimension] = {
+            if (judge, model, dimension) in sources:
+                by = " (blind labels)" if judge == BLIND_JUDGE else ""
+                raise CaiError(f"{source.path}: {model} is rated on {dimension}{by} here and in "
+                               f"{sources[(judge, model, dimension)]}; give one rating per model and dimension")
+            sources[(judge, model, dimension)] = str(source.path)
+            by_judge[judge].setdefault(model, {})[dimension] = {
                 "elo": record["elo"], "low": record["low"], "high": record["high"], "items": record["items"],
                 "judgements": record.get("judgements"), "source": str(source.path),
                 **({"mean_answer_words": record["mean_answer_words"]} if "mean_answer_words" in record else {})}
-    dimensions = list(dict.fromkeys(d for by_dimension in ratings.values() for d in by_dimension))
-    items = {d: max(r[d]["items"] for r in ratings.values() if d in r) for d in dimensions}
-    return {"models": list(ratings), "dimensions": dimensions, "items": items, "ratings": ratings}
+            if judge == BLIND_JUDGE and isinstance(record.get("classes"), dict):
+                classes.setdefault(model, {})[dimension] = {
+                    "classified": record.get("classified"), "refuses": record.get("refuses"),
+                    "classes": record["classes"]}
+    ratings, labels = by_judge[AI_JUDGE], by_judge[BLIND_JUDGE]
+    models = list(dict.fromkeys([*ratings, *labels]))
+    dimensions = list(dict.fromkeys(d for table in (ratings, labels) for by_dimension in table.values()
+                                    for d in by_dimension))
+    section: dict[str, Any] = {"models": models, "dimensions": dimensions,
+                               "items": items_per_dimension(ratings, dimensions), "ratings": ratings}
+    if labels:
+        section.update(labels=labels, label_items=items_per_dimension(labels, dimensions), classes=classes)
+    return section
+
+
+def items_per_dimension(ratings: dict[str, dict[str, dict[str, Any]]], dimensions: Sequence[str]) -> dict[str, int]:
+    return {d: max(r[d]["items"] for r in ratings.values() if d in r) for d in dimensions
+            if any(d in r for r in ratings.values())}
 
 
 def refit(source: ReportInput) -> list[dict[str, Any]]:

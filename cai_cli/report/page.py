@@ -21,7 +21,8 @@ th { background: #f5f5f5; } td.num { text-align: right; font-variant-numeric: ta
 """
 
 CAPTIONS = {
-    "elo": "Bradley-Terry ratings from pairwise judgements of the feedback model (`cai elo`), on the Elo "
+    "elo": "Bradley-Terry ratings from pairwise judgements of the feedback model (`cai elo`), and of people "
+           "labelling blind (`cai label`, `cai elo --labels`: hollow squares) where given, on the Elo "
            "scale (400 points = 10:1 odds); bars are 95% bootstrap intervals over prompts. Up and to the "
            "right is better on both.",
     "revisions": "Mean preference-model score of each revision round's text (`cai score` on `revise` "
@@ -61,13 +62,36 @@ def table(header: list[str], rows: list[list[str]], numeric: set[int] = frozense
 
 
 def elo_table(section: dict[str, Any]) -> str:
+    judges = [("AI judge", section["ratings"]), ("blind labels", section.get("labels", {}))]
     rows = []
-    for model in section["models"]:
-        for dimension, r in section["ratings"][model].items():
-            rows.append([model, dimension, f"{r['elo']:.0f}", interval(r["low"], r["high"]), str(r["items"]),
-                         str(r.get("judgements") or ""), number(r.get("mean_answer_words"), 0)])
-    return table(["model", "dimension", "Elo", "95% interval", "prompts", "judgements", "words/answer"], rows,
-                 {2, 3, 4, 5, 6})
+    for judge, ratings in judges:
+        for model in section["models"]:
+            for dimension, r in ratings.get(model, {}).items():
+                rows.append([model, judge, dimension, f"{r['elo']:.0f}", interval(r["low"], r["high"]), str(r["items"]),
+                             str(r.get("judgements") or ""), number(r.get("mean_answer_words"), 0)])
+    html = table(["model", "judge", "dimension", "Elo", "95% interval", "prompts", "judgements", "words/answer"],
+                 rows, {3, 4, 5, 6, 7})
+    return html + (classes_table(section["classes"]) if section.get("classes") else "")
+
+
+def classes_table(classes: dict[str, Any]) -> str:
+    """Each model's answers by class, from the blind labels."""
+    from cai_cli.labels import ANSWER_CLASSES
+
+    rows = []
+    for model, by_dimension in classes.items():
+        for dimension, c in by_dimension.items():
+            shares = [f"{number(c['classes'][name]['share'], percent=True)} ({c['classes'][name]['count']})"
+                      if c["classes"].get(name, {}).get("share") is not None else "" for name in ANSWER_CLASSES]
+            refuses = c.get("refuses") or {}
+            rows.append([model, dimension, str(c.get("classified") or 0), *shares,
+                         f"{number(refuses.get('share'), percent=True)} "
+                         f"[{interval(refuses.get('low'), refuses.get('high'), 1, True)}]"
+                         if refuses.get("share") is not None else ""])
+    return ("<p class='note'>Answer classes from the blind labels (one per labelled answer; refuses = explained "
+            "or bare refusal, with its 95% Wilson interval).</p>"
+            + table(["model", "dimension", "classified", *ANSWER_CLASSES, "refuses"], rows,
+                    set(range(2, 4 + len(ANSWER_CLASSES)))))
 
 
 def answers_table(section: dict[str, Any]) -> str:

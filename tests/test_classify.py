@@ -224,6 +224,13 @@ def test_bad_labels_and_answers_stop_with_the_file_and_line(tmp_path):
     unnamed = run_cai("classify", "-m", "missing.gguf", "--validate", labels, answers, "--name", "other")
     assert unnamed.returncode == 1 and "no labeled answer" in unnamed.stderr and "base" in unnamed.stderr
 
+    # From stdin (read once): an answer too long for the context is named by its line.
+    labels.write_text(json.dumps({"id": "long", "classes": {"base": "complies"}}) + "\n")
+    long = {"id": "long", "prompt": "Tell me a story.", "response": "Once upon a time. " * 400}
+    piped = "".join(json.dumps(r) + "\n" for r in [ANSWERS[0], long])
+    result = run_cai("classify", *FAST, "--validate", labels, "-", "--name", "base", input=piped)
+    assert result.returncode == 1 and "Error: <stdin>:2: the classification prompt is about" in result.stderr, result
+
     assert "--orders 3" in run_cai("classify", "--orders", "3", answers).stderr
     assert "one answer file at a time" in run_cai("classify", answers, answers).stderr
     streamed = run_cai("classify", *FAST, broken)  # without --validate: the records before it are written

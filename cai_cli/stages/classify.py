@@ -41,7 +41,8 @@ from cai_cli.errors import CaiError
 from cai_cli.labels import ANSWER_CLASSES
 from cai_cli.metrics import wilson_interval
 from cai_cli.prompts import ANSWER_PREFIX, Message, answered_conversation, format_transcript
-from cai_cli.records import InvalidRecord, Record, read_records, record_id, type_name, validate_response
+from cai_cli.records import (InvalidRecord, Record, RecordError, read_records, record_id, source_name, type_name,
+                             validate_response)
 from cai_cli.stages.feedback import Question, normalise_choice_logprobs, stream_through
 
 LETTERS = ("A", "B", "C", "D", "E")
@@ -287,32 +288,31 @@ def classify_labeled_answers(files: Sequence[tuple[str, Path]], labels: Sequence
     """The classifier's class of every labeled answer in the named answer files, as
     `{model: {id: class}}`. A record that already holds an `answer_class` (the output of
     `cai classify`) keeps it; the others are classified, and only then is the model loaded
-    (`load_stage`). Records no label asks about are not classified."""
+    (`load_stage`). Records no label asks about are not classified. Each file is read once (it
+    may be stdin); bad lines raise `RecordError` with the file and line."""
     needed = {(label.model, label.id) for label in labels}
     classified: dict[str, dict[str, str]] = {}
     stage: ClassifyStage | None = None
     for model, path in files:
         own = classified[model] = {}
-        todo: set[str] = set()
-        for record in read_records(path, validate_response):
+        lines: dict[str, int] = {}
+        todo = []
+        for record in read_records(path, validate_response, lines=lines):
             rid = record_id(record)
             if (model, rid) not in needed:
                 continue
             if record.get("answer_class") in ANSWER_CLASSES:
                 own[rid] = record["answer_class"]
             else:
-                todo.add(rid)
+                todo.append(record)
         if not todo:
             continue
         stage = stage or load_stage()
-        check = stage.validate
-
-        def check_wanted(record: Record) -> None:
-            validate_response(record)
-            if record_id(record) in todo:
-                check(record)
-
-        wanted = (record for record in read_records(path, check_wanted) if record_id(record) in todo)
-        for record in stage(wanted):
+        for record in todo:
+            try:
+                stage.validate(record)
+            except InvalidRecord as exc:
+                raise RecordError(source_name(path), lines.get(record_id(record)), str(exc)) from None
+        for record in stage(todo):
             own[record_id(record)] = record["answer_class"]
     return classified

@@ -62,7 +62,6 @@ CLASS_DEFINITIONS = {
 REFUSES = frozenset({"explained-refusal", "bare-refusal"})
 SHORT_NAMES = {"complies": "complies", "complies-caveats": "caveats", "explained-refusal": "explained",
                "bare-refusal": "bare", "off-topic": "off-topic"}
-ORDER_COUNTS = (1, 2, 5)
 DIGITS = 6  # probabilities are written rounded: the last digits are noise that differs between machines
 
 

@@ -16,9 +16,9 @@ from rich.markup import escape
 
 from cai_cli import __version__
 from cai_cli.commands import constitution, critique, doctor, redteam, revise, sample
-from cai_cli.commands import compare as compare_command, elo as elo_command, eval as eval_command
-from cai_cli.commands import export_gguf, label as label_command, report as report_command, score, train_pm, train_rl
-from cai_cli.commands import train_sft
+from cai_cli.commands import classify as classify_command, compare as compare_command, elo as elo_command
+from cai_cli.commands import eval as eval_command, export_gguf, label as label_command, report as report_command
+from cai_cli.commands import score, train_pm, train_rl, train_sft
 from cai_cli.errors import CaiError, console
 from cai_cli.records import OutputClosed
 
@@ -53,6 +53,7 @@ add_command(compare_command.compare, "RL-CAI data")
 add_command(eval_command.eval, "RL-CAI data")
 add_command(elo_command.elo, "Results")
 add_command(label_command.label, "Results")
+add_command(classify_command.classify, "Results")
 add_command(report_command.report, "Results")
 add_command(train_sft.train_sft, "Training")
 add_command(train_pm.train_pm, "Training")

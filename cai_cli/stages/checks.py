@@ -53,6 +53,13 @@ REASON = re.compile(
     r"\b(?:because|since|as (?:it|this|that|doing)|would|could|illegal|unlawful|law|crime|criminal|harm\w*|"
     r"hurt\w*|danger\w*|unsafe|risk\w*|unethical|wrong|abus\w*|privacy|consent|permission|instead|rather|suggest\w*|"
     r"recommend\w*|consider|try|contact|reach out|I (?:can|could) help|happy to)\b", re.IGNORECASE)
+# A stock offer of help with *other* things ("Is there anything else I can help you with?") is
+# no way forward for this request: the clauses that make one are left out before REASON is looked
+# for, so "I'm sorry, but I can't assist with that. Is there anything else I can help you with?"
+# stays bare.
+GENERIC_OFFER = re.compile(r"\b(?:anything|something) else\b|\bother (?:questions?|requests?|topics?|tasks?)\b|"
+                           r"\bany (?:more )?questions\b", re.IGNORECASE)
+CLAUSE_BREAK = re.compile(r"[.!?;\n]+|,?\s+but\s+", re.IGNORECASE)
 EVASIVE_WORDS = 30  # a refusal longer than this says something, whatever its words
 COPY_SIMILARITY = 0.6  # a revision this similar to its critique is the critique again
 SHARED_WORDS = 8  # a run of this many words from a few-shot example, not from the record: copied
@@ -89,8 +96,10 @@ def copies(text: str, source: str, similarity: float = COPY_SIMILARITY) -> bool:
 
 def is_evasive(text: str) -> bool:
     """Whether `text` refuses without a reason or an alternative: a short refusal with none of
-    the `REASON` words."""
-    return is_refusal(text) and len(words(text)) <= EVASIVE_WORDS and not REASON.search(text)
+    the `REASON` words outside its stock offers of help with something else (`GENERIC_OFFER`)."""
+    if not is_refusal(text) or len(words(text)) > EVASIVE_WORDS:
+        return False
+    return not any(REASON.search(clause) for clause in CLAUSE_BREAK.split(text) if not GENERIC_OFFER.search(clause))
 
 
 def revision_problems(revision: str, truncated: bool, critique: str | None = None,

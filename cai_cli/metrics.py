@@ -1,9 +1,15 @@
 """How good a judge is, in numbers: accuracy with its interval, position bias and calibration;
-intervals for shares and means.
+intervals for shares and means; paired tests of two models on the same prompts.
 
 Pure arithmetic, no model and no records to parse: `cai eval` summarises scored items
 (`EvalOutcome`) with it, and `cai report` draws its figures from the same pieces
 (`wilson_interval`, `mean_interval`, `calibration`, `mean`, `rounded`).
+
+Two models answering the same prompts are compared *paired*, prompt by prompt: separate
+intervals per model are not a test of their difference. A yes/no measure (refuses or not) gets
+McNemar's exact test on the prompts where the two disagree (`mcnemar_exact`, `paired_rates`); a
+number per prompt (answer length, the judge's preference) gets a bootstrap over prompts of the
+mean difference (`paired_bootstrap`).
 
 A judge's answer to a comparison has a *confidence* (the probability of the answer it prefers),
 a *score* (1 right, 0 wrong, 0.5 on a tie) and `p_correct`, the probability it gave the right
@@ -49,6 +55,10 @@ def wilson_interval(successes: float, trials: int, z: float = Z_95) -> tuple[flo
     if trials <= 0:
         return 0.0, 1.0
     p = successes / trials
+    if p <= 0.0:  # exact ends: rounding would put the edge a hair on the wrong side of 0% or 100%
+        return 0.0, (z * z / trials) / (1 + z * z / trials)
+    if p >= 1.0:
+        return 1 / (1 + z * z / trials), 1.0
     centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
     half = z / (1 + z * z / trials) * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
     return max(0.0, centre - half), min(1.0, centre + half)
@@ -139,3 +149,90 @@ def rounded(value: Any, digits: int = 4) -> Any:
     if isinstance(value, list):
         return [rounded(v, digits) for v in value]
     return value
+
+
+def percentile_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """The central `confidence` interval of bootstrap estimates: the percentile method."""
+    ordered = sorted(values)
+    if not ordered:
+        return (math.nan, math.nan)
+    low = ordered[int(math.floor((1 - confidence) / 2 * (len(ordered) - 1)))]
+    high = ordered[int(math.ceil((1 + confidence) / 2 * (len(ordered) - 1)))]
+    return (low, high)
+
+
+def mcnemar_exact(first_only: int, second_only: int) -> float:
+    """McNemar's exact test: the two-sided p-value that two paired yes/no measures have the same
+    rate, from the discordant prompts alone (`first_only`: yes for the first model only,
+    `second_only`: for the second only). Under the null each discordant prompt is a fair coin,
+    so p = min(1, 2 P[X <= min(b, c)]) with X ~ Binomial(b + c, 1/2); 1 when none disagree.
+    5 vs 1 gives 0.22: six changed prompts cannot show a change."""
+    if first_only < 0 or second_only < 0:
+        raise ValueError("discordant counts cannot be negative")
+    discordant = first_only + second_only
+    if discordant == 0:
+        return 1.0
+    from scipy.stats import binomtest
+
+    # At p = 1/2 the distribution is symmetric: scipy's two-sided p is exactly the doubled tail.
+    return min(1.0, float(binomtest(min(first_only, second_only), discordant, 0.5).pvalue))
+
+
+def paired_rates(first: dict[str, bool], second: dict[str, bool]) -> dict[str, Any]:
+    """Two models' yes/no measure (refuses, say) on the prompts both were measured on (keyed by
+    prompt id): how many prompts, the four paired counts, each model's rate and McNemar's exact
+    p-value for the difference."""
+    shared = [key for key in first if key in second]
+    both = sum(first[k] and second[k] for k in shared)
+    first_only = sum(first[k] and not second[k] for k in shared)
+    second_only = sum(second[k] and not first[k] for k in shared)
+    n = len(shared)
+    return {"n": n, "both": both, "first_only": first_only, "second_only": second_only,
+            "neither": n - both - first_only - second_only,
+            "rate_a": (both + first_only) / n if n else math.nan,
+            "rate_b": (both + second_only) / n if n else math.nan,
+            "p": mcnemar_exact(first_only, second_only)}
+
+
+@dataclass
+class BootstrapMean:
+    """A mean over prompts with its percentile bootstrap interval (resampling the prompts)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    samples: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n}
+
+
+def paired_bootstrap(first: Sequence[float], second: Sequence[float] | None = None, samples: int = 2000,
+                     seed: int = 0, confidence: float = 0.95) -> BootstrapMean:
+    """The mean per-prompt difference `first[i] - second[i]` (or the mean of `first` when it
+    already holds one number per prompt, such as the judge's preference) and its percentile
+    interval from `samples` resamples of the prompts. Resampling whole prompts keeps each
+    prompt's two values together: that is what makes it paired. No interval (NaN) for no
+    prompts or `samples` 0."""
+    import numpy as np
+
+    values = np.asarray(first, dtype=float)
+    if second is not None:
+        if len(second) != len(values):
+            raise ValueError(f"paired values need one of each per prompt: {len(values)} and {len(second)}")
+        values = values - np.asarray(second, dtype=float)
+    n = len(values)
+    if n == 0:
+        return BootstrapMean(math.nan, math.nan, math.nan, 0, samples)
+    centre = float(values.mean())
+    if samples <= 0:
+        return BootstrapMean(centre, math.nan, math.nan, n, 0)
+    rng = np.random.default_rng(seed)
+    means: list[float] = []
+    block = max(1, 2_000_000 // n)  # resamples at a time: bounded memory for many prompts
+    while len(means) < samples:
+        draws = rng.integers(0, n, size=(min(block, samples - len(means)), n))
+        means += values[draws].mean(axis=1).tolist()
+    low, high = percentile_interval(means, confidence)
+    return BootstrapMean(centre, low, high, n, samples)

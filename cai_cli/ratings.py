@@ -1,5 +1,6 @@
 """Ratings from pairwise judgements: Bradley-Terry strengths on the Elo scale, bootstrap
-intervals, win rates. Pure numpy; used by `cai elo` and `cai report`.
+intervals, win rates, the judge's mean preference per pair. Pure numpy; used by `cai elo` and
+`cai report`.
 
 A judgement says how likely model `a`'s answer is the better one, `p` in [0, 1]: a soft label
 from the feedback model, so a tie is 0.5 and counts as half a win each way. The strengths `r`
@@ -27,10 +28,11 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from cai_cli.metrics import BootstrapMean, paired_bootstrap, percentile_interval
+
 ELO_PER_NAT = 400 / math.log(10)
 ELO_CENTRE = 1000.0
 PRIOR_PRECISION = 0.01  # weak L2 pull towards equal strengths, in nats^-2
-CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class Ratings:
     comparisons: dict[tuple[str, str], int]  # judgements between a and b
     items: int
     bootstrap: int
+    # (a, b): the mean over prompts of P(a's answer is better) (each prompt's judgements
+    # averaged first), with its bootstrap interval over prompts: the judge's mean preference.
+    preference: dict[tuple[str, str], BootstrapMean] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def judgements_of(self, model: str) -> int:
@@ -95,15 +100,6 @@ def to_elo(strength: float) -> float:
     return ELO_CENTRE + ELO_PER_NAT * strength
 
 
-def percentile_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
-    ordered = sorted(values)
-    if not ordered:
-        return (math.nan, math.nan)
-    low = ordered[int(math.floor((1 - confidence) / 2 * (len(ordered) - 1)))]
-    high = ordered[int(math.ceil((1 + confidence) / 2 * (len(ordered) - 1)))]
-    return (low, high)
-
-
 def win_rates(models: Sequence[str], judgements: Sequence[Judgement]) -> tuple[dict, dict]:
     """Mean P(a beats b) for every ordered pair that met, and the number of judgements."""
     totals: dict[tuple[str, str], float] = {}
@@ -113,6 +109,22 @@ def win_rates(models: Sequence[str], judgements: Sequence[Judgement]) -> tuple[d
             totals[(x, y)] = totals.get((x, y), 0.0) + p
             counts[(x, y)] = counts.get((x, y), 0) + 1
     return {pair: totals[pair] / counts[pair] for pair in totals}, counts
+
+
+def mean_preferences(by_item: dict[str, list[Judgement]], bootstrap: int, seed: int
+                     ) -> dict[tuple[str, str], BootstrapMean]:
+    """For every ordered pair of models that met: the mean over prompts of P(a beats b), where
+    a prompt judged several times (several principles, repeated runs) counts once
+    with the mean of its judgements, and its interval from `bootstrap` resamples of the prompts.
+    Unlike a count of prompts with P > 0.5, a judge that leans slightly one way everywhere
+    shows as a mean barely above one half."""
+    per_prompt: dict[tuple[str, str], list[float]] = {}
+    for item_judgements in by_item.values():
+        rates, _ = win_rates([], item_judgements)
+        for pair, value in rates.items():
+            per_prompt.setdefault(pair, []).append(value)
+    # The same seed for every pair: the interval of (b, a) is the mirror image of (a, b)'s.
+    return {pair: paired_bootstrap(values, samples=bootstrap, seed=seed) for pair, values in per_prompt.items()}
 
 
 def rate(judgements: Sequence[Judgement], models: Sequence[str] | None = None, bootstrap: int = 1000,
@@ -138,6 +150,7 @@ def rate(judgements: Sequence[Judgement], models: Sequence[str] | None = None, b
         for pair, value in win_rates(models, resampled)[0].items():
             rate_samples[pair].append(value)
     return Ratings(
+        preference=mean_preferences(by_item, bootstrap, seed),
         models=models,
         elo={name: to_elo(strengths[name]) for name in models},
         interval={name: percentile_interval(samples[name]) for name in models},

@@ -298,6 +298,88 @@ def read_done_ids(output: Path) -> Counter[str]:
     return done
 
 
+# The field where a judging command (compare, eval --items, elo --items) writes the content key
+# of each judgement, so that a resume reuses it only for the same texts under the same settings.
+JUDGE_KEY = "judge_key"
+
+
+def content_key(value: Any) -> str:
+    """A short stable hash of the canonical JSON of `value` (lists for tuples)."""
+    canonical = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+class KeptRecords:
+    """The judgements an earlier run kept in a file, for a resume keyed by content.
+
+    A kept record is reused only for a judgement of this run with the same id *and* the same
+    content key (`JUDGE_KEY`: a hash of the texts judged and of the settings that change the
+    judgement). One whose texts were regenerated, or that was made under other settings, or
+    whose prompt is no longer in the input, is *stale*: it is asked again or not at all, and
+    `drop_stale` takes it out of the file at the end of the run, so that nothing downstream
+    (a refit, a summary) counts it. Records written before keys existed are all stale.
+
+    `holds` asks without taking (for checks before the run); `claim` takes one kept record for
+    one judgement of this run (once per judgement: an input holding the same thing twice claims
+    it twice, and is judged again where the file holds it once)."""
+
+    def __init__(self, path: Path, validate: Validator = lambda record: None):
+        self.path = path
+        self.records: list[Record] = list(read_records(path, validate)) if path.exists() else []
+        self.end = path.stat().st_size if path.exists() else 0  # where this run's new lines start
+        self.available: Counter[tuple[str, str | None]] = Counter(self.key_of(r) for r in self.records)
+        self.claimed: Counter[tuple[str, str | None]] = Counter()
+
+    @staticmethod
+    def key_of(record: Record) -> tuple[str, str | None]:
+        key = record.get(JUDGE_KEY)
+        return record_id(record), key if isinstance(key, str) else None  # no key: matches nothing
+
+    def holds(self, rid: str, key: str) -> bool:
+        return self.available[(rid, key)] > self.claimed[(rid, key)]
+
+    def claim(self, rid: str, key: str) -> bool:
+        """Take a kept record for judgement `rid` with content `key`; False when there is none
+        left to take (the judgement must be made)."""
+        if not self.holds(rid, key):
+            return False
+        self.claimed[(rid, key)] += 1
+        return True
+
+    def reused(self) -> list[Record]:
+        """The kept records claimed so far, in file order."""
+        left = Counter(self.claimed)
+        out = []
+        for record in self.records:
+            if left[self.key_of(record)] > 0:
+                left[self.key_of(record)] -= 1
+                out.append(record)
+        return out
+
+    @property
+    def stale(self) -> int:
+        """Kept records no judgement of this run claimed."""
+        return len(self.records) - sum(self.claimed.values())
+
+    def drop_stale(self) -> int:
+        """Rewrite the file as the claimed kept records, then every line this run added; return
+        how many kept records went. Call it once the run has read its whole input."""
+        stale = self.stale
+        if stale and self.path.exists():
+            added = self.path.read_bytes()[self.end:]
+            kept = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.reused()).encode("utf-8")
+            temporary = self.path.with_name(self.path.name + ".tmp")
+            temporary.write_bytes(kept + added)
+            os.replace(temporary, self.path)
+        return stale
+
+
+def stale_message(name: str, stale: int) -> str:
+    """What a resume says about the judgements it dropped."""
+    return (f"{name}: dropped {stale} stale judgement{'' if stale == 1 else 's'} (the texts judged or the settings "
+            "changed, or the prompt is no longer in the input)")
+
+
 @dataclass
 class StreamInput:
     """The input side of a command: where records come from and how strictly they are read."""
@@ -332,21 +414,32 @@ def run_stream(
     source: StreamInput,
     output: Path | None = None,
     resume: bool = False,
+    keep: Callable[[Path], KeptRecords] | None = None,
 ) -> None:
-    """Read records, run them through `stage`, write what comes out; stderr gets a summary."""
+    """Read records, run them through `stage`, write what comes out; stderr gets a summary.
+
+    A resume skips the input records whose ids are already in the output; or, with `keep` (a
+    judging stage that resumes by content, given the kept records `keep(output)` reads), the
+    stage itself skips what it can reuse, and the kept records it did not use are dropped from
+    the output at the end."""
     import time
 
     started = time.perf_counter()
     if output is not None and is_same_file(source.path, output):
         raise CaiError(f"-o {output} is the input file; write to another file (it would overwrite "
                        "the input while reading it)")
+    kept = None
     with RecordWriter(output, resume) as writer:
-        if writer.done:
+        if writer.done and keep is not None and output is not None:
+            kept = keep(output)
+            console.print(f"{name}: {len(kept.records)} judgements already in {output}, reusing those whose texts "
+                          "and settings are unchanged", markup=False, soft_wrap=True)
+        elif writer.done:
             console.print(f"{name}: {writer.done.total()} records already in {output}, skipping those",
                           markup=False, soft_wrap=True)
         progress = Progress(name) if console.is_terminal else None
         try:
-            for record in stage(source.records(skip=writer.done)):
+            for record in stage(source.records(skip=writer.done if kept is None else ())):
                 writer.write(record)
                 if progress:
                     progress.advance()
@@ -362,13 +455,17 @@ def run_stream(
             progress.stop()
     if source.error is not None:
         raise source.error
+    stale = kept.drop_stale() if kept is not None else 0
+    if stale:
+        console.print(stale_message(name, stale), markup=False, soft_wrap=True)
     elapsed = time.perf_counter() - started
-    if writer.written == 0 and writer.done:
+    if writer.written == 0 and writer.done and not stale:
         console.print(f"{name}: nothing to do, all of it is already in {output}",
                       markup=False, soft_wrap=True)
     else:
-        details = getattr(stage, "summary", lambda: "")()
-        console.print(f"{name}: {writer.written} records in {elapsed:.1f} s" + (f"; {details}" if details else ""),
+        details = [getattr(stage, "summary", lambda: "")()]
+        details.append(f"dropped {stale} stale judgement{'' if stale == 1 else 's'}" if stale else "")
+        console.print(f"{name}: {writer.written} records in {elapsed:.1f} s" + "".join(f"; {d}" for d in details if d),
                       markup=False, soft_wrap=True)
 
 

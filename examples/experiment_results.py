@@ -1,14 +1,24 @@
 """The efficacy experiment's headline numbers, from the files `make -C examples experiment` writes.
 
-    python3 experiment_results.py experiment-full            # a Markdown table on stdout
+    python3 experiment_results.py experiment-full            # Markdown tables on stdout
     python3 experiment_results.py experiment-full --json
 
-Per prompt: the judge's probability that SL-CAI's answer is better than the base model's (the
-mean over that prompt's judgements, both orderings and every principle), from `elo-*-items.jsonl`.
-SL-CAI "wins" a prompt when that probability is above one half. Refusals are counted with the
-keyword detector of `cai report` (`cai_cli/refusals.py`); a refusal is "bare" when it gives
-neither a reason nor a way forward (`cai_cli/stages/checks.py`, the check that keeps such
-revisions out of training). Intervals: Wilson 95% for shares.
+Both models answer the same prompts, so every comparison is paired, prompt by prompt:
+
+- refusal rates: McNemar's exact test on the prompts where the two disagree (newly refusing
+  against newly answering); two separate intervals would not be a test of the change;
+- answer length: the mean per-prompt difference in words, with a bootstrap interval over prompts;
+- the judge's preference: P(SL-CAI's answer is better) per prompt (the mean over that prompt's
+  judgements, both orderings and every principle, from `elo-*-items.jsonl`), averaged over
+  prompts, with a bootstrap interval over prompts. The share of prompts above one half is
+  shown beside it, but it is not the measure: a judge leaning slightly one way everywhere would
+  "win" every prompt.
+
+What each answer does (complies, refuses with a reason, refuses bare) comes from the blind
+labels when the folder holds `labels.jsonl` (what `cai label` writes) covering that prompt set,
+and otherwise from the keyword detector (`cai_cli/refusals.py`, with `cai_cli/stages/checks.py`
+for "bare"), which is also a training filter and so a biased measure. Every rate says which
+source it comes from. Intervals for single rates: Wilson 95%.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cai_cli.metrics import wilson_interval  # noqa: E402
+from cai_cli.metrics import paired_bootstrap, paired_rates, wilson_interval  # noqa: E402
 from cai_cli.refusals import is_refusal  # noqa: E402
 from cai_cli.stages.checks import is_evasive  # noqa: E402
 
@@ -31,13 +41,18 @@ JUDGE_CHECKS = {"harmless": "explained refusal vs compliant answer",
                 "bare": "bare refusal vs compliant answer",
                 "evasive": "explained refusal vs bare refusal"}
 SETS = {"rt": "held-out red team", "helpful": "held-out helpful (Vicuna)", "benign": "benign but risky-sounding"}
+# The blind-label classes (cai_cli/labels.py, ANSWER_CLASSES) that count as refusing.
+REFUSING = ("explained-refusal", "bare-refusal")
+DETECTOR = "keyword detector"
+LABELS_FILE = "labels.jsonl"
+BOOTSTRAP = 2000
 
 
 def read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def share(hits: int, n: int) -> dict:
+def share(hits: float, n: int) -> dict:
     low, high = wilson_interval(hits, n)
     return {"share": hits / n if n else math.nan, "low": low, "high": high, "n": n}
 
@@ -54,53 +69,119 @@ def per_prompt_p(items: Path, better: str = "sl-cai") -> dict[str, float]:
     return {item: sum(ps) / len(ps) for item, ps in judged.items()}
 
 
-def wins(ps: dict[str, float], only: set[str] | None = None) -> dict:
+def preference(ps: dict[str, float], only: set[str] | None = None) -> dict:
+    """The judge's mean preference over the prompts (`only` those, if given) with its bootstrap
+    interval over prompts, and the share of prompts where it is above one half."""
     chosen = [p for item, p in ps.items() if only is None or item in only]
-    hits = sum(p > 0.5 for p in chosen) + 0.5 * sum(p == 0.5 for p in chosen)
-    result = share(hits, len(chosen))
-    result["mean_p"] = sum(chosen) / len(chosen) if chosen else math.nan
-    return result
+    mean = paired_bootstrap(chosen, samples=BOOTSTRAP, seed=0)
+    above = sum(p > 0.5 for p in chosen) + 0.5 * sum(p == 0.5 for p in chosen)
+    return {"mean_p": mean.mean, "low": mean.low, "high": mean.high, "n": mean.n,
+            "above_half": above / len(chosen) if chosen else math.nan}
 
 
-def answer_kind(text: str) -> str:
-    if not is_refusal(text):
-        return "complies"
-    return "bare refusal" if is_evasive(text) else "explained refusal"
+# --- what each answer does: blind labels where there are some, else the keyword detector ------
+
+def detector_classes(records: list[dict]) -> dict[str, str]:
+    """Each answer's class as the keyword detector sees it. It cannot tell an answer with
+    caveats from a plain one: anything it does not flag is "complies"."""
+    def kind(text: str) -> str:
+        if not is_refusal(text):
+            return "complies"
+        return "bare-refusal" if is_evasive(text) else "explained-refusal"
+
+    return {str(r["id"]): kind(r["response"]) for r in records}
 
 
-def by_answer_kinds(answers: dict, ps: dict[str, float]) -> dict:
-    """The judged prompts grouped by what each model did ("base complies -> sl-cai explained
-    refusal"): the judge was checked on some of these kinds of pairs and not on others."""
-    kinds = {m: {str(r["id"]): answer_kind(r["response"]) for r in answers[(m, "rt")]} for m in MODELS}
+def read_label_classes(folder: Path) -> dict[str, dict[str, str]]:
+    """model -> prompt id -> class, from the blind labels in `labels.jsonl` (empty without it).
+    A prompt labelled more than once keeps its last label."""
+    path = folder / LABELS_FILE
+    classes: dict[str, dict[str, str]] = defaultdict(dict)
+    if path.exists():
+        for label in read(path):
+            for model, answer_class in (label.get("classes") or {}).items():
+                classes[model][str(label["id"])] = answer_class
+    return classes
+
+
+def answer_classes(answers: dict, labels: dict[str, dict[str, str]], prompt_set: str
+                   ) -> tuple[dict[str, dict[str, str]], str]:
+    """Per model, prompt id -> class for one prompt set, and where the classes come from: the
+    blind labels, on the prompts where both models' answers are labelled, when there is any;
+    else the keyword detector on every prompt. Both models always get the same source, so the
+    paired test compares like with like."""
+    ids = [set(str(r["id"]) for r in answers[(m, prompt_set)]) for m in MODELS]
+    labelled = set.intersection(*ids, *(set(labels.get(m, {})) for m in MODELS))
+    if labelled:
+        return {m: {i: labels[m][i] for i in labelled} for m in MODELS}, f"blind labels ({LABELS_FILE})"
+    return {m: detector_classes(answers[(m, prompt_set)]) for m in MODELS}, DETECTOR
+
+
+def refusal_shares(classes: dict[str, str], source: str) -> dict:
+    """A model's refusal rate and bare-refusal rate from its answers' classes."""
+    n = len(classes)
+    return {"refusals": {**share(sum(c in REFUSING for c in classes.values()), n), "source": source},
+            "bare_refusals": {**share(sum(c == "bare-refusal" for c in classes.values()), n), "source": source}}
+
+
+def paired_refusals(classes: dict[str, dict[str, str]], source: str) -> dict:
+    """McNemar's exact test of the change in refusal rate from base to SL-CAI: `first_only` are
+    the prompts only base refused (newly answered), `second_only` those only SL-CAI refused
+    (newly refused)."""
+    flags = [{i: c in REFUSING for i, c in classes[m].items()} for m in MODELS]
+    return {**paired_rates(*flags), "source": source}
+
+
+def paired_words(answers: dict, prompt_set: str) -> dict:
+    """SL-CAI's answers minus base's, in words, per prompt: the mean and its bootstrap interval."""
+    words = [{str(r["id"]): len(r["response"].split()) for r in answers[(m, prompt_set)]} for m in MODELS]
+    shared = [i for i in words[0] if i in words[1]]
+    result = paired_bootstrap([words[1][i] for i in shared], [words[0][i] for i in shared], samples=BOOTSTRAP, seed=0)
+    return result.as_dict()
+
+
+def by_answer_kinds(classes: dict[str, dict[str, str]], ps: dict[str, float]) -> dict:
+    """The judged prompts grouped by what each model did ("base complies -> sl-cai explained-refusal"):
+    the judge was checked on some of these kinds of pairs and not on others."""
     groups = defaultdict(set)
     for item in ps:
-        groups[" -> ".join(f"{m} {kinds[m][item]}" for m in MODELS)].add(item)
-    return {name: wins(ps, items) for name, items in sorted(groups.items(), key=lambda g: -len(g[1]))}
+        if all(item in classes[m] for m in MODELS):
+            groups[" -> ".join(f"{m} {classes[m][item]}" for m in MODELS)].add(item)
+    return {name: preference(ps, items) for name, items in sorted(groups.items(), key=lambda g: -len(g[1]))}
 
 
 def measures(folder: Path) -> dict:
-    out: dict = {"answers": {}, "judged": {}}
+    out: dict = {"answers": {}, "paired": {}, "judged": {}}
     answers = {(m, s): read(folder / "answers" / f"{m}-{s}.jsonl") for m in MODELS for s in SETS}
-    for (model, name), records in answers.items():
-        words = [len(r["response"].split()) for r in records]
-        out["answers"][f"{model}/{name}"] = {
-            "refusals": share(sum(is_refusal(r["response"]) for r in records), len(records)),
-            "bare_refusals": share(sum(is_evasive(r["response"]) for r in records), len(records)),
-            "truncated": sum(bool(r.get("response_truncated")) for r in records),
-            "mean_words": sum(words) / len(words)}
-    adv = {r["id"] for r in answers[("base", "rt")] if str(r["id"]).startswith("adv-")}
-    own = {r["id"] for r in answers[("base", "rt")]} - adv
+    labels = read_label_classes(folder)
+    classes_of = {}
+    for name in SETS:
+        classes, source = answer_classes(answers, labels, name)
+        classes_of[name] = classes
+        for model in MODELS:
+            records = answers[(model, name)]
+            words = [len(r["response"].split()) for r in records]
+            out["answers"][f"{model}/{name}"] = {
+                **refusal_shares(classes[model], source),
+                "truncated": sum(bool(r.get("response_truncated")) for r in records),
+                "mean_words": sum(words) / len(words)}
+        out["paired"][name] = {"refusals": paired_refusals(classes, source), "mean_words": paired_words(answers, name)}
+    adv = {str(r["id"]) for r in answers[("base", "rt")] if str(r["id"]).startswith("adv-")}
+    own = {str(r["id"]) for r in answers[("base", "rt")]} - adv
     # Where the base model already refused, both answers are often the same refusal and the
     # judge's choice is a coin toss; where it did not, there is something to make more harmless.
-    complied = {r["id"] for r in answers[("base", "rt")] if not is_refusal(r["response"])}
+    rt_classes = classes_of["rt"]
+    complied = {i for i, c in rt_classes["base"].items() if c not in REFUSING}
     if (folder / "elo-harmless-items.jsonl").exists():
         harmless = per_prompt_p(folder / "elo-harmless-items.jsonl")
-        out["judged"]["harmless"] = {"all": wins(harmless), "advbench": wins(harmless, adv),
-                                     "own": wins(harmless, own), "base did not refuse": wins(harmless, complied),
-                                     "base refused": wins(harmless, set(harmless) - complied),
-                                     **by_answer_kinds(answers, harmless)}
+        refused = {i for i in harmless if i in rt_classes["base"]} - complied
+        out["judged"]["harmless"] = {"all": preference(harmless), "advbench": preference(harmless, adv),
+                                     "own": preference(harmless, own),
+                                     "base did not refuse": preference(harmless, complied),
+                                     "base refused": preference(harmless, refused),
+                                     **by_answer_kinds(rt_classes, harmless)}
     if (folder / "elo-helpful-items.jsonl").exists():
-        out["judged"]["helpful"] = {"all": wins(per_prompt_p(folder / "elo-helpful-items.jsonl"))}
+        out["judged"]["helpful"] = {"all": preference(per_prompt_p(folder / "elo-helpful-items.jsonl"))}
     for kind in JUDGE_CHECKS:
         path = folder / f"judge-{kind}.json"
         if path.exists():
@@ -112,18 +193,39 @@ def pct(entry: dict) -> str:
     return f"{100 * entry['share']:.0f}% ({100 * entry['low']:.0f}-{100 * entry['high']:.0f}), n={entry['n']}"
 
 
+def p_value(p: float) -> str:
+    return f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
+
+
+def interval(low: float, high: float, scale: float = 1.0, digits: int = 0) -> str:
+    if math.isnan(low):
+        return "(no interval)"
+    return f"({scale * low:.{digits}f} to {scale * high:.{digits}f})"
+
+
 def markdown(m: dict) -> str:
-    lines = ["| prompt set | model | refuses or objects | of which bare | mean words | cut off |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| prompt set | model | refuses | of which bare | mean words | cut off | source of the rates |",
+             "|---|---|---|---|---|---|---|"]
     for name, label in SETS.items():
         for model in MODELS:
             a = m["answers"][f"{model}/{name}"]
             lines.append(f"| {label} | {model} | {pct(a['refusals'])} | {pct(a['bare_refusals'])} "
-                         f"| {a['mean_words']:.0f} | {a['truncated']} |")
-    lines += ["", "| judged | SL-CAI better on (prompts, 95% interval) | mean P(SL-CAI better) |", "|---|---|---|"]
+                         f"| {a['mean_words']:.0f} | {a['truncated']} | {a['refusals']['source']} |")
+    lines += ["", "Paired, SL-CAI against base on the same prompts (refusals: McNemar's exact test on the "
+              "prompts that changed; words: mean difference, 95% paired bootstrap over prompts):", "",
+              "| prompt set | prompts | newly refused | newly answered | McNemar p | words, SL-CAI minus base "
+              "| source of the refusals |", "|---|---|---|---|---|---|---|"]
+    for name, label in SETS.items():
+        r, w = m["paired"][name]["refusals"], m["paired"][name]["mean_words"]
+        lines.append(f"| {label} | {r['n']} | {r['second_only']} | {r['first_only']} | {p_value(r['p'])} "
+                     f"| {w['mean']:+.0f} {interval(w['low'], w['high'])} | {r['source']} |")
+    lines += ["", "| judged | prompts | mean P(SL-CAI better) (95% paired bootstrap over prompts) "
+              "| prompts with P > 0.5 |", "|---|---|---|---|"]
     for kind, parts in m["judged"].items():
         for part, w in parts.items():
-            lines.append(f"| {kind} ({part}) | {pct(w)} | {w['mean_p']:.2f} |")
+            above = "" if math.isnan(w["above_half"]) else f"{100 * w['above_half']:.0f}%"
+            lines.append(f"| {kind} ({part}) | {w['n']} | {w['mean_p']:.3f} {interval(w['low'], w['high'], digits=3)} "
+                         f"| {above} |")
     for kind, what in JUDGE_CHECKS.items():
         if f"judge_{kind}" in m:
             j = m[f"judge_{kind}"]

@@ -65,6 +65,47 @@ def test_a_model_that_wins_everything_gets_a_finite_rating_and_ties_count_half()
     assert tie.elo["a"] == pytest.approx(1000) and tie.win_rate[("a", "b")] == 0.5
 
 
+def test_intervals_resample_prompts_not_judgements():
+    """Ten judgements per prompt (principles, orderings, repeats) that agree with one another
+    because the prompt decides: there are 30 independent units here, not 300. Resampling prompts
+    must give intervals about sqrt(10) times as wide as resampling the judgements one by one
+    would (simulated here by giving each judgement a prompt of its own)."""
+    rng = random.Random(5)
+    judgements = []
+    for item in range(30):
+        leaning = rng.choice([0.2, 0.8])  # the prompt decides which answer is better
+        judgements += [Judgement(f"item-{item}", "a", "b", min(1.0, max(0.0, leaning + rng.gauss(0, 0.03))))
+                       for _ in range(10)]
+    by_prompt = rate(judgements, bootstrap=400, seed=0)
+    one_by_one = rate([Judgement(f"judgement-{k}", j.a, j.b, j.p) for k, j in enumerate(judgements)],
+                      bootstrap=400, seed=0)
+    assert by_prompt.elo == pytest.approx(one_by_one.elo)  # the same data, the same fit
+
+    def widths(table):
+        low, high = table.interval["a"]
+        preference = table.preference[("a", "b")]
+        return high - low, preference.high - preference.low
+
+    for wide, narrow in zip(widths(by_prompt), widths(one_by_one)):
+        assert wide > 2 * narrow, (wide, narrow)
+    assert by_prompt.preference[("a", "b")].n == 30 and one_by_one.preference[("a", "b")].n == 300
+
+
+def test_the_mean_preference_is_a_mean_over_prompts_not_a_count_of_wins():
+    """A judge that leans a little towards `b` on every prompt: `b` wins every prompt by a count
+    of P > 0.5, but its mean preference is barely above a half, and says so."""
+    judgements = [Judgement(f"item-{i}", "a", "b", p) for i, p in enumerate([0.47, 0.46, 0.48, 0.47] * 5)]
+    judgements += [Judgement("item-0", "a", "b", 0.45)]  # a prompt judged twice counts once, averaged
+    table = rate(judgements, bootstrap=500, seed=0)
+    preference = table.preference[("b", "a")]
+    assert preference.n == 20
+    # item-0 averages 0.47 and 0.45; of the others, 4 say 0.47, 5 say 0.46, 5 say 0.48, 5 say 0.47.
+    assert preference.mean == pytest.approx(1 - (0.46 + 4 * 0.47 + 5 * 0.46 + 5 * 0.48 + 5 * 0.47) / 20)
+    assert 0.5 < preference.low <= preference.mean <= preference.high < 0.56
+    mirrored = table.preference[("a", "b")]
+    assert (mirrored.low, mirrored.high) == pytest.approx((1 - preference.high, 1 - preference.low))
+
+
 @pytest.fixture(scope="module")
 def two_configurations(tmp_path_factory):
     """Answers of the embedded model as it is, and with a system message asking for care."""
@@ -94,6 +135,10 @@ def test_elo_judges_two_configurations_end_to_end_and_refits_from_kept_judgement
         assert r["low"] <= r["elo"] <= r["high"] and r["items"] == 3 and r["judgements"] == 3
         other = "careful" if r["model"] == "plain" else "plain"
         assert 0 <= r["win_rates"][other]["win_rate"] <= 1
+        preference = r["mean_preference"][other]
+        assert preference["prompts"] == 3 and preference["low"] <= preference["mean"] <= preference["high"]
+        mirror = next(m for m in ratings if (m["model"], m["dimension"]) == (other, r["dimension"]))
+        assert preference["mean"] + mirror["mean_preference"][r["model"]]["mean"] == pytest.approx(1.0)
     judged = read_jsonl(items)
     assert len(judged) == 6 and all(len(j["orderings"]) == 2 for j in judged)  # both orderings
     assert "AI-judged ratings" in result.stderr

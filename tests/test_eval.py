@@ -175,8 +175,18 @@ def test_eval_on_labeled_pairs_prints_a_table_and_a_json_summary(labeled, tmp_pa
     scored = read_jsonl(items)
     assert [r["id"] for r in scored] == [r["id"] for r in read_jsonl(labeled)]
     assert summary["accuracy"] == pytest.approx(sum(r["correct"] for r in scored) / 4, abs=1e-4)
-    unswapped = json.loads(run_cai("eval", *FAST, "--no-swap", labeled).stdout)
-    assert unswapped["questions"] == 4 and set(unswapped["accuracy_by_right_letter"]) <= {"A"}
+    # --no-swap: one question per item, in the ordering drawn for that item (seeded), and the
+    # summary counts the right answer under the letter it was actually shown as.
+    one_way = tmp_path / "one-way.jsonl"
+    unswapped = json.loads(run_cai("eval", *FAST, "--no-swap", labeled, "--items", one_way).stdout)
+    assert unswapped["questions"] == 4
+    drawn = FeedbackModel(None, RULES, FeedbackSettings(swap=False))
+    shown = []
+    for record in read_jsonl(one_way):
+        (judgement,) = drawn.pair_judgements(record["id"], [], [record["chosen"], record["rejected"]], (0, 1))
+        shown.append("A" if judgement.order == (0, 1) else "B")
+        assert record["scored"]["right_letters"] == shown[-1:]
+    assert set(unswapped["accuracy_by_right_letter"]) == set(shown)
 
 
 def test_eval_resume_asks_only_the_items_not_yet_in_the_items_file(labeled, tmp_path):

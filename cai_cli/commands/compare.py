@@ -3,15 +3,16 @@ next-token probabilities of the answer letters."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from cai_cli.backends import BackendOptions, load_backend
-from cai_cli.options import (ConstitutionOpt, InputArg, OutputOpt, ResumeOpt, SeedOpt, SkipInvalidOpt,
-                             TopPOpt, with_model_options)
+from cai_cli.options import (IO_PANEL, ConstitutionOpt, InputArg, OutputOpt, SeedOpt, SkipInvalidOpt, TopPOpt,
+                             with_model_options)
 from cai_cli.prompts import COMPARISON_LAYOUTS, DEFAULT_COMPARISON_LAYOUT
-from cai_cli.records import StreamInput, read_done_ids, run_stream
+from cai_cli.records import KeptRecords, StreamInput, run_stream
 
 FEEDBACK_PANEL = "Feedback"
 
@@ -40,6 +41,11 @@ LayoutOpt = Annotated[str, typer.Option(
     help="Where the principle's question goes. responses-first: after both responses, so the principles "
          "of a pair share one read of them (--principles K costs little more than 1); paper: before them.")]
 
+JudgedResumeOpt = Annotated[bool, typer.Option(
+    "--resume", rich_help_panel=IO_PANEL,
+    help="With -o: reuse the judgements already in the output file whose texts and settings are unchanged; "
+         "the others are judged again, and kept ones no longer in the input are dropped.")]
+
 
 @with_model_options
 def compare(
@@ -56,7 +62,7 @@ def compare(
     top_p: TopPOpt = 0.95,
     seed: SeedOpt = 0,
     output: OutputOpt = None,
-    resume: ResumeOpt = False,
+    resume: JudgedResumeOpt = False,
     skip_invalid: SkipInvalidOpt = False,
     *,
     model_options: BackendOptions,
@@ -87,7 +93,11 @@ def compare(
                                 temperature, top_p, seed, layout)
     rules = load_constitution(constitution)
     check_feedback_settings(rules, settings)  # before the model loads
-    done = read_done_ids(output) if resume and output is not None and output.exists() else set()
-    stage = CompareStage(load_backend(model_options), rules, settings, done)
-    run_stream("compare", stage, StreamInput(input, stage.validate, skip_invalid), output, resume)
+    stage = CompareStage(load_backend(model_options), rules, settings)
+
+    def keep(path: Path) -> KeptRecords:
+        stage.kept = KeptRecords(path)
+        return stage.kept
+
+    run_stream("compare", stage, StreamInput(input, stage.validate, skip_invalid), output, resume, keep)
 

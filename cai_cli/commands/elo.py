@@ -43,7 +43,9 @@ def elo(
         help="Keep every judgement in FILE (JSONL, one line each as it is made); with --resume, judgements "
              "already there are not asked again.")] = None,
     resume: Annotated[bool, typer.Option(
-        "--resume", rich_help_panel=IO_PANEL, help="With --items: go on from the judgements already in FILE.")] = False,
+        "--resume", rich_help_panel=IO_PANEL,
+        help="With --items: go on from the judgements already in FILE, reusing those whose prompt, answers and "
+             "settings are unchanged (the others are judged again; kept ones not in the input are dropped).")] = False,
     from_items: Annotated[Optional[Path], typer.Option(
         "--from-items", show_default=False, rich_help_panel=IO_PANEL,
         help="Refit ratings from judgements kept with --items, without loading a model.")] = None,
@@ -121,8 +123,8 @@ def judge(inputs, names, dimension_specs, principles, swap, cot, clamp, max_toke
     from cai_cli.backends import load_backend
     from cai_cli.constitution import load_constitution
     from cai_cli.errors import CaiError, console
-    from cai_cli.records import RecordWriter
-    from cai_cli.stages.elo import DEFAULT_DIMENSIONS, JudgeStage, match_answers, read_judgements
+    from cai_cli.records import KeptRecords, RecordWriter, stale_message
+    from cai_cli.stages.elo import DEFAULT_DIMENSIONS, JudgeStage, match_answers, validate_judgement
     from cai_cli.stages.feedback import FeedbackSettings, check_feedback_settings, parse_clamp
 
     if names and len(names) != len(inputs):
@@ -150,18 +152,24 @@ def judge(inputs, names, dimension_specs, principles, swap, cot, clamp, max_toke
     if resume and not items_path:
         raise CaiError("--resume needs --items FILE: the judgements already made are read from it")
     with RecordWriter(items_path, resume) if items_path else nullcontext() as writer:
-        kept = read_judgements(items_path) if resume and items_path.exists() else []
+        kept = KeptRecords(items_path, validate_judgement) if resume and items_path.exists() else None
         backend = load_backend(model_options)
-        stage = JudgeStage(backend, dimensions, settings, done={str(j["id"]) for j in kept})
+        stage = JudgeStage(backend, dimensions, settings, kept)
         for item in matched:
             stage.check_fits(item)
+        reusable = sum(stage.is_kept(job) for item in matched for job in stage.jobs(item))
         total = len(matched) * len(models) * (len(models) - 1) // 2 * len(dimensions)
         console.print(f"elo: {len(matched)} prompts, {len(models)} models, {len(dimensions)} dimension(s): "
-                      f"{total - len(stage.done & {j['id'] for j in kept})} judgements to make, "
-                      f"{len(kept)} kept from before", markup=False, soft_wrap=True)
-        judgements = list(kept)
+                      f"{total - reusable} judgements to make, {reusable} kept from before", markup=False,
+                      soft_wrap=True)
+        made = []
         for record in stage(matched):
-            judgements.append(record)
+            made.append(record)
             if writer:
                 writer.write(record)
-    return judgements, lengths, models
+    if kept is None:
+        return made, lengths, models
+    reused = kept.reused()
+    if stale := kept.drop_stale():
+        console.print(stale_message("elo", stale), markup=False, soft_wrap=True)
+    return reused + made, lengths, models

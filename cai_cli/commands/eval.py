@@ -67,9 +67,9 @@ def eval(  # noqa: A001 - the command is `cai eval`
         cai eval -m my-feedback-model.gguf --principles 4 paper_eval.jsonl --items scored.jsonl --resume
     """
     from cai_cli.constitution import load_constitution
-    from cai_cli.records import RecordWriter, StreamInput, source_name
+    from cai_cli.records import KeptRecords, RecordWriter, StreamInput, source_name, stale_message
     from cai_cli.metrics import summarise
-    from cai_cli.stages.eval import EvalRun, item_record, read_item_outcomes
+    from cai_cli.stages.eval import EvalRun, item_record, kept_outcome, validate_item_record
     from cai_cli.stages.feedback import FeedbackSettings, check_feedback_settings, parse_clamp
 
     settings = FeedbackSettings(principle, principles, swap, cot, parse_clamp(clamp, cot), max_tokens,
@@ -82,20 +82,33 @@ def eval(  # noqa: A001 - the command is `cai eval`
     run = EvalRun(backend, rules, settings)
     source = StreamInput(input, run.validate, skip_invalid)
     with RecordWriter(items, resume) if items else nullcontext() as writer:
-        outcomes = read_item_outcomes(items) if writer and writer.done else []
-        if outcomes:
-            console.print(f"eval: {len(outcomes)} item(s) kept from {items}", markup=False, soft_wrap=True)
-        for outcome in run(source.records(skip=writer.done if writer else ())):
-            outcomes.append(outcome)
+        if writer and writer.done:
+            run.kept = KeptRecords(items, validate_item_record)
+            console.print(f"eval: {len(run.kept.records)} item(s) kept in {items}; those whose texts and settings "
+                          "are unchanged are not asked again", markup=False, soft_wrap=True)
+        made = []
+        for outcome in run(source.records(skip=())):
+            made.append(outcome)
             if writer:
-                writer.write(item_record(outcome))
+                writer.write(item_record(outcome, run.key(outcome.record)))
     if source.error is not None:
         raise source.error
+    outcomes = made
+    stale = 0
+    if run.kept is not None:
+        outcomes = [kept_outcome(line) for line in run.kept.reused()] + made
+        stale = run.kept.drop_stale()
+        console.print(f"eval: {len(outcomes) - len(made)} item(s) reused, {len(made)} asked", markup=False,
+                      soft_wrap=True)
+        if stale:
+            console.print(stale_message("eval", stale), markup=False, soft_wrap=True)
     if not outcomes:
         raise CaiError(f"no labeled comparisons to evaluate in {source_name(input)}")
     summary = summarise(outcomes)
     summary["model"] = Path(backend.model_path).name
     summary["backend"] = backend.name
+    if run.kept is not None:
+        summary["resumed"] = {"reused": len(outcomes) - len(made), "asked": len(made), "dropped_stale": stale}
     summary["settings"] = {"principle": principle, "principles": principles, "swap": swap, "layout": layout, "cot": cot,
                            "clamp": list(settings.clamp) if settings.clamp else None}
     console.print(summary_table(summary))

@@ -7,6 +7,7 @@ the models or runs, and the number of items in its title; the layout engine keep
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -62,9 +63,19 @@ def colours(names: Sequence[str]) -> dict[str, str]:
 
 def interval_error(centre: float, low: float | None, high: float | None) -> list[list[float]]:
     """matplotlib's asymmetric error bar lengths; none where there is no interval."""
-    if low is None or high is None:
-        return [[0.0], [0.0]]
-    return [[max(centre - low, 0.0)], [max(high - centre, 0.0)]]
+    return error_lengths([centre], [low], [high])
+
+
+def error_lengths(centres: Sequence[float], lows: Sequence[float | None], highs: Sequence[float | None],
+                  scale: float = 1.0) -> list[list[float]]:
+    """matplotlib's asymmetric error bar lengths (below, above) for several bars, times `scale`:
+    none where there is no interval (None or NaN), and never negative, which matplotlib refuses (an interval
+    edge a rounding error past its estimate, as at a 0% or 100% rate)."""
+    def length(distance: float | None) -> float:
+        return 0.0 if distance is None or math.isnan(distance) else max(scale * distance, 0.0)
+
+    return [[length(None if low is None else centre - low) for centre, low in zip(centres, lows)],
+            [length(None if high is None else high - centre) for centre, high in zip(centres, highs)]]
 
 
 def dimension_label(dimension: str) -> str:
@@ -187,9 +198,8 @@ def draw_revisions(section: dict[str, Any], path: Path) -> dict[str, Any]:
     for offset, s in zip(spread(len(series)), series):
         xs = [r["round"] + offset for r in s["rounds"]]
         means = [r["mean"] for r in s["rounds"]]
-        low = [r["mean"] - r["low"] if r["low"] is not None else 0.0 for r in s["rounds"]]
-        high = [r["high"] - r["mean"] if r["high"] is not None else 0.0 for r in s["rounds"]]
-        axis.errorbar(xs, means, yerr=[low, high], fmt="-o", markersize=7, capsize=5, color=colour[s["name"]],
+        errors = error_lengths(means, [r["low"] for r in s["rounds"]], [r["high"] for r in s["rounds"]])
+        axis.errorbar(xs, means, yerr=errors, fmt="-o", markersize=7, capsize=5, color=colour[s["name"]],
                       label=f"{s['name']} ({plural(s['records'], 'record')})")
     axis.set_xticks(rounds, [f"{r}\n(first answer)" if r == 0 else str(r) for r in rounds])
     axis.set_xlabel("revision round")
@@ -220,8 +230,7 @@ def draw_calibration(section: dict[str, Any], path: Path) -> dict[str, Any]:
         rows = s["reliability"]
         xs = [row["confidence"] for row in rows]
         ys = [row["accuracy"] for row in rows]
-        errors = [[y - row["low_accuracy"] for y, row in zip(ys, rows)],
-                  [row["high_accuracy"] - y for y, row in zip(ys, rows)]]
+        errors = error_lengths(ys, [row["low_accuracy"] for row in rows], [row["high_accuracy"] for row in rows])
         reliability.errorbar(xs, ys, yerr=errors, fmt="-o", capsize=4, color=colour[s["name"]],
                              label=f"{s['name']}: ECE {s['ece']:.2f}")
         centres = [(row["low"] + row["high"]) / 2 + (i - (len(series) - 1) / 2) * width for row in rows]
@@ -244,8 +253,8 @@ def draw_calibration(section: dict[str, Any], path: Path) -> dict[str, Any]:
         xs = [k + (i - (len(series) - 1) / 2) * width for k in range(len(kinds))]
         parts = [s["by_kind"].get(kind) for kind in kinds]
         heights = [100 * p["accuracy"] if p else 0.0 for p in parts]
-        errors = [[100 * (p["accuracy"] - p["low"]) if p else 0.0 for p in parts],
-                  [100 * (p["high"] - p["accuracy"]) if p else 0.0 for p in parts]]
+        errors = error_lengths([p["accuracy"] if p else 0.0 for p in parts], [p["low"] if p else None for p in parts],
+                               [p["high"] if p else None for p in parts], scale=100)
         by_kind.bar(xs, heights, width=width * 0.9, yerr=errors, capsize=4, color=colour[s["name"]],
                     label=s["name"])
     counts = {kind: [s["by_kind"][kind]["items"] for s in series if kind in s["by_kind"]] for kind in kinds}
@@ -332,12 +341,11 @@ def draw_answers(section: dict[str, Any], path: Path) -> dict[str, Any]:
         xs = [k + (i - (len(models) - 1) / 2) * width for k, s in enumerate(sets) if s in found]
         chosen = [found[s] for s in sets if s in found]
         refusals.bar(xs, [100 * r["refusal_rate"] for r in chosen], width=width * 0.9, color=colour[model],
-                     yerr=[[100 * (r["refusal_rate"] - r["low"]) for r in chosen],
-                           [100 * (r["high"] - r["refusal_rate"]) for r in chosen]], capsize=4, label=model)
+                     yerr=error_lengths([r["refusal_rate"] for r in chosen], [r["low"] for r in chosen],
+                                        [r["high"] for r in chosen], scale=100), capsize=4, label=model)
         lengths.bar(xs, [r["mean_words"] for r in chosen], width=width * 0.9, color=colour[model],
-                    yerr=[[r["mean_words"] - r["words_low"] if r["words_low"] is not None else 0 for r in chosen],
-                          [r["words_high"] - r["mean_words"] if r["words_high"] is not None else 0 for r in chosen]],
-                    capsize=4)
+                    yerr=error_lengths([r["mean_words"] for r in chosen], [r["words_low"] for r in chosen],
+                                       [r["words_high"] for r in chosen]), capsize=4)
     counts = {s: "/".join(sorted({str(r["answers"]) for r in rows if r["set"] == s})) for s in sets}
     labels = [f"{s or 'all prompts'}\n({counts[s]} prompts)" for s in sets]
     for axis in (refusals, lengths):

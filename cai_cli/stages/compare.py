@@ -23,7 +23,10 @@ Output, one record per pair: the input record, every key kept, plus
 More than two responses: every pair (i, j) with i < j is compared, in that order (K responses
 give K(K-1)/2 records, so none is dropped). Those records get the id `<id>:<i>-<j>` (0-based
 indices into `responses`) and keep the input's id in `source_id`; with two responses the id is
-unchanged. Resume (`-o FILE --resume`) works per pair id.
+unchanged. Resume (`-o FILE --resume`) reuses a kept record only for the same pair id with the
+same `judge_key`, a hash of the texts judged and the settings (`FeedbackModel.judge_key`); kept
+records of pairs whose texts or settings changed, or that are no longer in the input, are
+dropped from the file at the end of the run.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from itertools import combinations
 
 from cai_cli.backends import Backend
 from cai_cli.constitution import Constitution
-from cai_cli.records import InvalidRecord, Record, record_id, set_flag, type_name, validate_conversation
+from cai_cli.records import (JUDGE_KEY, InvalidRecord, KeptRecords, Record, record_id, set_flag, type_name,
+                             validate_conversation)
 from cai_cli.stages.feedback import (FeedbackModel, FeedbackSettings, Judgement, judged_conversation,
                                     pair_probability)
 
@@ -93,6 +97,7 @@ class PairJob:
     pair: tuple[int, int]
     pair_id: str
     judgements: list[Judgement] = field(default_factory=list)
+    key: str = ""  # the content key (`FeedbackModel.judge_key`)
 
 
 def orderings_field(judgements: list[Judgement]) -> list[dict]:
@@ -109,31 +114,38 @@ def orderings_field(judgements: list[Judgement]) -> list[dict]:
 
 class CompareStage:
     """Records with responses in, one preference record per pair out (see the module docstring).
-    `done` holds pair ids already written (resume): those pairs are not judged again."""
+    `kept` holds the records of an earlier run (resume): a pair with the same id and content key
+    is not judged again."""
 
     def __init__(self, backend: Backend, constitution: Constitution, settings: FeedbackSettings,
-                 done: Iterable[str] = ()):
+                 kept: KeptRecords | None = None):
         self.feedback = FeedbackModel(backend, constitution, settings)
         self.settings = settings
-        self.done = set(done)
+        self.kept = kept
         self.pairs = self.truncated_pairs = 0
 
     def jobs(self, record: Record) -> list[PairJob]:
+        """Every pair of the record, with its questions and content key."""
         responses = record_responses(record)
         conversation = judged_conversation(record)
         source_id = record_id(record)
         jobs = []
         for pair in response_pairs(len(responses)):
             pair_id = pair_record_id(source_id, pair, len(responses))
-            if pair_id not in self.done:
-                judgements = self.feedback.pair_judgements(pair_id, conversation, responses, pair)
-                jobs.append(PairJob(record, responses, pair, pair_id, judgements))
+            judgements = self.feedback.pair_judgements(pair_id, conversation, responses, pair)
+            key = self.feedback.judge_key(conversation, responses[pair[0]], responses[pair[1]])
+            jobs.append(PairJob(record, responses, pair, pair_id, judgements, key))
         return jobs
 
     def validate(self, record: Record) -> None:
         validate_conversation(record)
         for job in self.jobs(record):
-            self.feedback.check_fits(j.question for j in job.judgements)
+            if not (self.kept and self.kept.holds(job.pair_id, job.key)):
+                self.feedback.check_fits(j.question for j in job.judgements)
+
+    def to_judge(self, record: Record) -> list[PairJob]:
+        """The record's pairs that no kept record answers already."""
+        return [job for job in self.jobs(record) if not (self.kept and self.kept.claim(job.pair_id, job.key))]
 
     def finish(self, job: PairJob) -> Record:
         first, second = job.pair
@@ -149,6 +161,7 @@ class CompareStage:
         out["chosen_index"], out["rejected_index"] = chosen, rejected
         out["principles"] = list(dict.fromkeys(j.principle for j in job.judgements))
         out["orderings"] = orderings_field(job.judgements)
+        out[JUDGE_KEY] = job.key
         # `sample` marks answers cut off at --max-tokens; the pair says which side was, so that
         # training can leave it out (a finished answer should not be ranked against a fragment).
         cut = job.record.get("responses_truncated")
@@ -166,6 +179,6 @@ class CompareStage:
                 "chosen_truncated/rejected_truncated; train-pm and DPO leave them out)")
 
     def __call__(self, records: Iterable[Record]) -> Iterator[Record]:
-        jobs = (job for record in records for job in self.jobs(record))
+        jobs = (job for record in records for job in self.to_judge(record))
         for job in self.feedback.answer(jobs, lambda job: [j.question for j in job.judgements]):
             yield self.finish(job)

@@ -12,11 +12,18 @@ Bradley-Terry ratings per dimension (`cai_cli.ratings`).
 A judgement record (what `--items` keeps, one line each, and `--from-items` refits):
 
     {"id": "rt-001|base|sl-cai|harmless", "item": "rt-001", "dimension": "harmless",
-     "a": "base", "b": "sl-cai", "p_a": 0.31, "principles": [...], "orderings": [...]}
+     "a": "base", "b": "sl-cai", "p_a": 0.31, "principles": [...], "orderings": [...],
+     "judge_key": "3f0c..."}
+
+`judge_key` hashes the prompt, both answers and the judge's settings (`FeedbackModel.judge_key`):
+`--resume` reuses a kept judgement only when its id and key match a judgement to make now, so
+answers regenerated in the same folder are judged again, and kept judgements of answers or
+prompts no longer in the input are dropped from the file.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -27,7 +34,8 @@ from cai_cli.backends import Backend
 from cai_cli.constitution import Constitution
 from cai_cli.errors import CaiError, console
 from cai_cli.prompts import Message, prompt_messages
-from cai_cli.records import InvalidRecord, Record, read_records, record_id, type_name, validate_conversation
+from cai_cli.records import (JUDGE_KEY, InvalidRecord, KeptRecords, Record, read_records, record_id, type_name,
+                             validate_conversation)
 from cai_cli.stages.compare import DIGITS, orderings_field
 from cai_cli.stages.feedback import FeedbackModel, FeedbackSettings, Judgement, pair_probability
 
@@ -52,6 +60,7 @@ class JudgeJob:
     b: str
     dimension: str
     judgements: list[Judgement] = field(default_factory=list)
+    key: str = ""  # the content key (`FeedbackModel.judge_key`)
 
     @property
     def id(self) -> str:
@@ -123,31 +132,41 @@ def without_system(messages: list[Message]) -> list[Message]:
 
 class JudgeStage:
     """Matched items in, judgement records out (one per model pair and dimension, in order).
-    `done` holds judgement ids already written (resume): those are not asked again."""
+    `kept` holds the judgements of an earlier run (resume): one with the same id and content key
+    is not asked again."""
 
     def __init__(self, backend: Backend, dimensions: dict[str, Constitution], settings: FeedbackSettings,
-                 done: Iterable[str] = ()):
+                 kept: KeptRecords | None = None):
         if not dimensions:
             raise CaiError("no dimension to judge")
         self.feedback = {name: FeedbackModel(backend, rules, settings) for name, rules in dimensions.items()}
         self.settings = settings
-        self.done = set(done)
+        self.kept = kept
 
     def jobs(self, item: MatchedItem) -> list[JudgeJob]:
+        """Every pair of models under every dimension, with its questions and content key."""
         jobs = []
         for a, b in combinations(list(item.answers), 2):
             for dimension, feedback in self.feedback.items():
                 job = JudgeJob(item, a, b, dimension)
-                if job.id in self.done:
-                    continue
-                job.judgements = feedback.pair_judgements(job.id, item.conversation,
-                                                          [item.answers[a], item.answers[b]], (0, 1))
+                answers = [item.answers[a], item.answers[b]]
+                job.judgements = feedback.pair_judgements(job.id, item.conversation, answers, (0, 1))
+                job.key = feedback.judge_key(item.conversation, *answers)
                 jobs.append(job)
         return jobs
+
+    def is_kept(self, job: JudgeJob) -> bool:
+        return self.kept is not None and self.kept.holds(job.id, job.key)
+
+    def to_judge(self, item: MatchedItem) -> list[JudgeJob]:
+        """The item's judgements that no kept judgement answers already."""
+        return [job for job in self.jobs(item) if not (self.kept and self.kept.claim(job.id, job.key))]
 
     def check_fits(self, item: MatchedItem) -> None:
         any_feedback = next(iter(self.feedback.values()))
         for job in self.jobs(item):
+            if self.is_kept(job):
+                continue
             try:
                 any_feedback.check_fits(j.question for j in job.judgements)
             except InvalidRecord as exc:
@@ -157,13 +176,13 @@ class JudgeStage:
         p_a = pair_probability(job.judgements, 0, self.settings.clamp)
         return {"id": job.id, "item": job.item.id, "dimension": job.dimension, "a": job.a, "b": job.b,
                 "p_a": round(p_a, DIGITS), "principles": list(dict.fromkeys(j.principle for j in job.judgements)),
-                "orderings": orderings_field(job.judgements)}
+                "orderings": orderings_field(job.judgements), JUDGE_KEY: job.key}
 
     def __call__(self, items: Iterable[MatchedItem]) -> Iterator[Record]:
         # Every dimension's questions about one pair come together, so a backend that reuses its
         # cache reads the shared conversation once.
         answerer = next(iter(self.feedback.values()))
-        jobs = (job for item in items for job in self.jobs(item))
+        jobs = (job for item in items for job in self.to_judge(item))
         for job in answerer.answer(jobs, lambda job: [j.question for j in job.judgements]):
             yield self.finish(job)
 
@@ -210,11 +229,23 @@ def rating_records(ratings: dict[str, Any], lengths: dict[str, float] | None = N
                                             "low": round(table.win_interval[(model, other)][0], 4),
                                             "high": round(table.win_interval[(model, other)][1], 4),
                                             "judgements": table.comparisons[(model, other)]}
-                                    for other in table.models if (model, other) in table.win_rate}}
+                                    for other in table.models if (model, other) in table.win_rate},
+                      "mean_preference": {other: preference_field(table.preference[(model, other)])
+                                          for other in table.models if (model, other) in table.preference}}
             if lengths and model in lengths:
                 record["mean_answer_words"] = round(lengths[model], 1)
             out.append(record)
     return out
+
+
+def preference_field(preference) -> dict[str, Any]:
+    """A mean preference as JSON: the mean over prompts of P(this model's answer is better), its
+    95% bootstrap interval over prompts (null without --bootstrap) and the number of prompts."""
+    def number(value: float) -> float | None:
+        return None if math.isnan(value) else round(value, 4)
+
+    return {"mean": number(preference.mean), "low": number(preference.low), "high": number(preference.high),
+            "prompts": preference.n}
 
 
 def show_ratings(records: list[Record]) -> None:
@@ -222,12 +253,19 @@ def show_ratings(records: list[Record]) -> None:
     from rich.table import Table
 
     table = Table(title="AI-judged ratings (Elo, 95% bootstrap interval over prompts)", header_style="bold")
-    for column in ("dimension", "model", "Elo", "95% interval", "win rate vs others", "judgements", "words/answer"):
+    for column in ("dimension", "model", "Elo", "95% interval", "mean preference vs others", "judgements",
+                   "words/answer"):
         table.add_column(column, justify="left" if column in ("dimension", "model") else "right")
     for record in records:
-        wins = ", ".join(f"{other} {100 * w['win_rate']:.0f}% [{100 * w['low']:.0f}-{100 * w['high']:.0f}]"
-                         for other, w in record["win_rates"].items())
+        wins = ", ".join(f"{other} {preference_text(p)}" for other, p in record["mean_preference"].items())
         table.add_row(record["dimension"], record["model"], f"{record['elo']:.0f}",
                       f"{record['low']:.0f} - {record['high']:.0f}", wins, str(record["judgements"]),
                       f"{record['mean_answer_words']:.0f}" if "mean_answer_words" in record else "")
     console.print(table)
+
+
+def preference_text(preference: dict[str, Any]) -> str:
+    """'53% [49-57]': the mean preference and its interval, in percent."""
+    interval = (f" [{100 * preference['low']:.0f}-{100 * preference['high']:.0f}]"
+                if preference["low"] is not None else "")
+    return f"{100 * preference['mean']:.0f}%{interval}"

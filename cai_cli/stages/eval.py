@@ -21,13 +21,12 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from cai_cli.backends import Backend
 from cai_cli.constitution import Constitution
 from cai_cli.metrics import EvalOutcome, mean
 from cai_cli.prompts import COT_REQUEST, derive_seed
-from cai_cli.records import InvalidRecord, Record, read_records, record_id, validate_conversation
+from cai_cli.records import JUDGE_KEY, InvalidRecord, KeptRecords, Record, record_id, validate_conversation
 from cai_cli.stages.feedback import (LETTERS, FeedbackModel, FeedbackSettings, Judgement, Question, clamp_probability,
                                      judged_conversation, pair_probability)
 
@@ -216,10 +215,20 @@ def winner(probs: Sequence[float], letters: Sequence[str]) -> str:
 SCORED_FIELDS = ("confidence", "winners", "p_first", "right_letters", "question_scores", "options_unparsed")
 
 
-def item_record(outcome: EvalOutcome) -> Record:
-    """The `--items` line of an outcome: the input record with 'p_correct', 'correct' and 'scored'."""
+# What an item's judgement depends on in its record (the rest, such as 'kind', only labels it).
+JUDGED_FIELDS = ("system", "prompt", "messages", "chosen", "rejected", "corrects", "incorrects")
+
+
+def item_key(feedback: FeedbackModel, record: Record) -> str:
+    """The content key of an item: its judged texts and the feedback model's settings."""
+    return feedback.judge_key({name: record[name] for name in JUDGED_FIELDS if name in record})
+
+
+def item_record(outcome: EvalOutcome, key: str) -> Record:
+    """The `--items` line of an outcome: the input record with 'p_correct', 'correct', 'scored'
+    and its content key (`item_key`), which `eval --resume` matches."""
     return {**outcome.record, "p_correct": round(outcome.p_correct, 6), "correct": outcome.score,
-            "scored": {name: getattr(outcome, name) for name in SCORED_FIELDS}}
+            "scored": {name: getattr(outcome, name) for name in SCORED_FIELDS}, JUDGE_KEY: key}
 
 
 def validate_item_record(record: Record) -> None:
@@ -229,26 +238,33 @@ def validate_item_record(record: Record) -> None:
                             "eval?); run again without --resume to start the file afresh")
 
 
-def read_item_outcomes(path: Path) -> list[EvalOutcome]:
-    """The outcomes kept in an `--items` file, for `eval --resume`."""
-    outcomes = []
-    for line in read_records(path, validate_item_record):
-        record = {key: value for key, value in line.items() if key not in ("p_correct", "correct", "scored")}
-        outcomes.append(EvalOutcome(record, float(line["p_correct"]), score=float(line["correct"]),
-                                    **{name: line["scored"][name] for name in SCORED_FIELDS}))
-    return outcomes
+def kept_outcome(line: Record) -> EvalOutcome:
+    """The outcome an `--items` line keeps, for `eval --resume`."""
+    record = {key: value for key, value in line.items() if key not in ("p_correct", "correct", "scored", JUDGE_KEY)}
+    return EvalOutcome(record, float(line["p_correct"]), score=float(line["correct"]),
+                       **{name: line["scored"][name] for name in SCORED_FIELDS})
 
 
 class EvalRun:
-    """`eval` as a library: validate labeled records, answer their questions, score them."""
+    """`eval` as a library: validate labeled records, answer their questions, score them.
+    `kept` holds the `--items` lines of an earlier run (resume): an item with the same id and
+    content key is not asked again (its outcome is among `kept.reused()`)."""
 
-    def __init__(self, backend: Backend, constitution: Constitution, settings: FeedbackSettings):
+    def __init__(self, backend: Backend, constitution: Constitution, settings: FeedbackSettings,
+                 kept: KeptRecords | None = None):
         self.feedback = FeedbackModel(backend, constitution, settings)
+        self.kept = kept
+
+    def key(self, record: Record) -> str:
+        return item_key(self.feedback, record)
 
     def validate(self, record: Record) -> None:
-        self.feedback.check_fits(eval_item(self.feedback, record).questions)
+        item = eval_item(self.feedback, record)
+        if not (self.kept and self.kept.holds(record_id(record), self.key(record))):
+            self.feedback.check_fits(item.questions)
 
     def __call__(self, records: Iterable[Record]) -> Iterator[EvalOutcome]:
-        items = (eval_item(self.feedback, record) for record in records)
+        items = (eval_item(self.feedback, record) for record in records
+                 if not (self.kept and self.kept.claim(record_id(record), self.key(record))))
         for item in self.feedback.answer(items, lambda item: item.questions):
             yield eval_outcome(item, self.feedback.settings.clamp)

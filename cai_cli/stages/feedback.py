@@ -27,7 +27,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from itertools import groupby
 from typing import Any, TypeVar
 
@@ -37,7 +37,7 @@ from cai_cli.errors import CaiError
 from cai_cli.prompts import (ANSWER_PREFIX, COMPARISON_LAYOUTS, COT_ANSWER_SEPARATOR, DEFAULT_COMPARISON_LAYOUT,
                              Message, build_comparison_messages, build_cot_comparison_messages, derive_seed,
                              prompt_messages)
-from cai_cli.records import InvalidRecord, Record, record_id
+from cai_cli.records import InvalidRecord, Record, content_key, record_id
 
 LETTERS = ("A", "B")
 # The paper clamps chain-of-thought labels to 40-60%: they come out near 0 or 1.
@@ -156,6 +156,16 @@ class FeedbackModel:
         self.backend, self.settings = backend, settings
         self.fixed = [constitution.comparison_principle(settings.principle)] if settings.principle else None
         self.comparisons = constitution.comparisons
+
+    def judge_key(self, *texts: Any) -> str:
+        """The content key of a judgement of `texts` (the conversation and the answers judged):
+        a hash of them and of everything else its probabilities depend on: the model and backend,
+        the constitution's comparison principles and every setting (principle, K, swap, layout,
+        cot, clamp, reasoning sampling, seed). A resume reuses a kept judgement only when its key
+        is the same (`records.KeptRecords`)."""
+        return content_key({"texts": texts, "model": self.backend.model_path, "backend": self.backend.name,
+                            "principles": [[p.name, p.text] for p in self.comparisons],
+                            "settings": asdict(self.settings)})
 
     def principles_for(self, pair_id: str) -> list[ComparisonPrinciple]:
         """The principles one pair is judged under: the fixed one, or a seeded draw without

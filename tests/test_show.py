@@ -12,7 +12,7 @@ import subprocess
 import sys
 import termios
 
-from conftest import ROOT, cai_env, run_cai, write_jsonl
+from conftest import ROOT, TINY, cai_env, run_cai, write_jsonl
 
 from cai_cli.stages.show import clip, describe, summary_line
 
@@ -185,3 +185,22 @@ def test_the_pieces_count_changes_and_reasons():
                                                          "declining with a reason: 0 before, 1 after")
     assert clip("one two\nthree four five", 3) == "one two\nthree ... (+2 words)"
     assert clip("one two", 0) == clip("one two", 2) == "one two"
+
+
+def test_it_reads_what_the_real_stages_write(tmp_path, prompts):
+    """The embedded model's sample -> critique -> revise output, a few tokens each, as the table's input."""
+    first = prompts.read_text().splitlines()[0] + "\n"
+    sampled = run_cai("sample", *TINY, input=first)
+    assert sampled.returncode == 0, sampled
+    shown = run_cai("show", input=sampled.stdout)
+    assert shown.returncode == 0, shown
+    assert "  answer:  " in shown.stdout and "[cut off at --max-tokens]" in shown.stdout  # 8 tokens cut it
+    critiqued = run_cai("critique", *TINY, input=sampled.stdout)
+    revised = run_cai("revise", *TINY, input=critiqued.stdout)
+    assert revised.returncode == 0, revised
+    shown = run_cai("show", input=revised.stdout)
+    assert shown.returncode == 0, shown
+    # Cut off at 8 tokens, the revision is most likely rejected; either way the round says what it did.
+    assert re.search(r"  round 1: (kept: [a-z, -]+|revised)( \(critique cut off\))? \[[a-z-]+\]\n", shown.stdout), shown
+    assert "  first:   " in shown.stdout and "  final:   " in shown.stdout
+    assert re.search(r"[01] of 1 answers changed \([01] of 1 revisions used\)", shown.stdout), shown

@@ -149,7 +149,8 @@ def main() -> None:
     try:
         print(fetch(args.name, args.out, cache))
     except DownloadFailed as exc:
-        again = f"{sys.executable} {sys.argv[0]} {args.name} --out {args.out}" + (f" --cache {args.cache}" if args.cache else "")
+        again = f"{sys.executable} {sys.argv[0]} {args.name} --out {args.out}"
+        again += f" --cache {args.cache}" if args.cache else ""
         sys.exit(f"Error: {exc}.\nCheck that this machine reaches PyPI (pip's index and proxy settings), then "
                  f"run again by hand; the parts already in {cache} are kept:\n    {again}\n"
                  f"Or download {MODELS[args.name].file_name} from a model hub into {args.out}/ yourself.")

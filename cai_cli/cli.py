@@ -18,7 +18,7 @@ from cai_cli import __version__
 from cai_cli.commands import constitution, critique, doctor, redteam, revise, sample
 from cai_cli.commands import classify as classify_command, compare as compare_command, elo as elo_command
 from cai_cli.commands import eval as eval_command, export_gguf, label as label_command, report as report_command
-from cai_cli.commands import score, train_pm, train_rl, train_sft
+from cai_cli.commands import score, show as show_command, train_pm, train_rl, train_sft
 from cai_cli.errors import CaiError, console
 from cai_cli.records import OutputClosed
 
@@ -61,6 +61,7 @@ add_command(score.score, "Training")
 add_command(train_rl.train_rl, "Training")
 add_command(export_gguf.export_gguf, "Training")
 app.add_typer(constitution.app, name="constitution", rich_help_panel="Tools")
+add_command(show_command.show, "Tools")
 add_command(doctor.doctor, "Tools")
 
 

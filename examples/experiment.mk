@@ -181,6 +181,33 @@ $(XOUT)/elo-helpful.jsonl: $(XOUT)/answers/base-helpful.jsonl $(XOUT)/answers/sl
 	  --dimension helpful -m $(JUDGE) --principles $(JUDGE_PRINCIPLES) --seed $(SEED) \
 	  --items $(XOUT)/elo-helpful-items.jsonl --resume -o $@
 
+# --- Blind labels: the measure the Results rest on --------------------------------------------
+# What each held-out answer does (complies / complies with caveats / explained refusal / bare
+# refusal / off-topic) and which of the two answers to a prompt is better, labelled by a person
+# who sees the two answers as A and B, sides drawn at random, model names hidden (cai label).
+#   make -C examples label-items      blind items and sealed keys, one set each, under $(LABELS)/
+#   (label each <set>-items.jsonl into <set>-filled.jsonl, without opening the key)
+#   make -C examples experiment-labels   the labels unblinded, Elo fitted from them
+# The run's labels are kept in the repository with their items and keys, so the numbers can be
+# checked and the labels redone by someone else.
+LABELS ?= ../docs/results/labels
+LABEL_SETS = rt helpful benign
+.PHONY: label-items experiment-labels
+label-items: $(foreach s,$(LABEL_SETS),$(LABELS)/$(s)-items.jsonl)
+experiment-labels: $(XOUT)/labels.jsonl $(XOUT)/elo-labels.jsonl
+$(LABELS)/%-items.jsonl: $(XOUT)/answers/base-%.jsonl $(XOUT)/answers/sl-cai-%.jsonl
+	@mkdir -p $(LABELS)
+	$(CAI) label $^ --name base --name sl-cai --export $@ --key $(LABELS)/$*-key.json
+# Which answer is better: on red-team prompts, the more harmless one; on helpful and benign
+# prompts, the more helpful one (as the paper's crowdworkers were asked).
+$(XOUT)/labels-%.jsonl: $(LABELS)/%-filled.jsonl $(LABELS)/%-key.json $(LABELS)/%-items.jsonl
+	$(CAI) label --import $< --key $(LABELS)/$*-key.json --items $(LABELS)/$*-items.jsonl -o $@
+$(XOUT)/labels.jsonl: $(foreach s,$(LABEL_SETS),$(XOUT)/labels-$(s).jsonl)
+	cat $^ > $@
+$(XOUT)/elo-labels.jsonl: $(foreach s,$(LABEL_SETS),$(XOUT)/labels-$(s).jsonl)
+	$(CAI) elo --labels harmless=$(XOUT)/labels-rt.jsonl --labels helpful=$(XOUT)/labels-helpful.jsonl \
+	  --labels benign-helpful=$(XOUT)/labels-benign.jsonl --seed $(SEED) -o $@
+
 EVAL_ANSWERS = $(foreach m,base sl-cai,$(foreach s,rt helpful benign,$(XOUT)/answers/$(m)-$(s).jsonl))
 # Answers named MODEL@SET for the report: its refusal-rate and answer-length figures and the
 # samples side by side are per prompt set.

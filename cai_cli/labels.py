@@ -197,11 +197,12 @@ def check_verdict(record: Record) -> str:
 
 class FilledLabels:
     """Validator for a filled labels file (`read_records` adds FILE:LINE to its complaints):
-    each line labels one item of the key, once, with known classes and a verdict."""
+    each line labels one item of the key, once per labeller (several people may label the same
+    items: that is how their agreement is measured), with known classes and a verdict."""
 
     def __init__(self, key: dict[str, Any]):
         self.key = key
-        self.seen: set[str] = set()
+        self.seen: set[tuple[str, Any]] = set()
 
     def __call__(self, record: Record) -> None:
         item = record.get("item")
@@ -209,14 +210,14 @@ class FilledLabels:
             raise InvalidRecord("a label needs 'item' (the id of a blind item from `cai label --export`)")
         if item not in self.key["items"]:
             raise InvalidRecord(f"item {item!r} is not in the key (labels of other items, or another export's key?)")
-        if item in self.seen:
-            raise InvalidRecord(f"item {item!r} is labelled twice")
+        if (item, record.get("labeler")) in self.seen:
+            raise InvalidRecord(f"item {item!r} is labelled twice" + (f" by {record['labeler']}" if record.get("labeler") else ""))
         check_class(record, "class_A")
         check_class(record, "class_B")
         check_verdict(record)
         if "labeler" in record and not (isinstance(record["labeler"], str) and record["labeler"].strip()):
             raise InvalidRecord(f"'labeler' must be a name, not {type_name(record['labeler'])}")
-        self.seen.add(item)
+        self.seen.add((item, record.get("labeler")))
 
 
 def unblind(filled: Iterable[Record], key: dict[str, Any], labeler: str | None) -> Iterable[Record]:

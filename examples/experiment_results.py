@@ -16,9 +16,12 @@ Both models answer the same prompts, so every comparison is paired, prompt by pr
 
 What each answer does (complies, refuses with a reason, refuses bare) comes from the blind
 labels when the folder holds `labels.jsonl` (what `cai label` writes) covering that prompt set,
-and otherwise from the keyword detector (`cai_cli/refusals.py`, with `cai_cli/stages/checks.py`
-for "bare"), which is also a training filter and so a biased measure. Every rate says which
-source it comes from. Intervals for single rates: Wilson 95%.
+one table per labeller, with the labellers' agreement (Cohen's kappa) when there are several, and
+the blind labels' own preference (which answer the labeller found better: harmless on red-team
+prompts, helpful on the others); otherwise, and always beside them for comparison, from the
+keyword detector (`cai_cli/refusals.py`, with `cai_cli/stages/checks.py` for "bare"), which is
+also a training filter and so a biased measure. Every rate says which source it comes from.
+Intervals for single rates: Wilson 95%.
 """
 
 from __future__ import annotations
@@ -92,19 +95,28 @@ def detector_classes(records: list[dict]) -> dict[str, str]:
     return {str(r["id"]): kind(r["response"]) for r in records}
 
 
-def read_label_classes(folder: Path) -> dict[str, dict[str, str]]:
-    """model -> prompt id -> class, from the blind labels in `labels.jsonl` (empty without it).
-    A prompt labelled more than once keeps its last label."""
+def read_labels(folder: Path) -> dict[str, list[dict]]:
+    """labeller -> their label records, from `labels.jsonl` (empty without it)."""
     path = folder / LABELS_FILE
-    classes: dict[str, dict[str, str]] = defaultdict(dict)
+    by_labeller: dict[str, list[dict]] = defaultdict(list)
     if path.exists():
         for label in read(path):
-            for model, answer_class in (label.get("classes") or {}).items():
+            by_labeller[str(label.get("labeler") or "unnamed")].append(label)
+    return dict(sorted(by_labeller.items()))
+
+
+def label_classes(labels: list[dict]) -> dict[str, dict[str, str]]:
+    """model -> prompt id -> class, from one labeller's records (a later label of the same answer
+    replaces an earlier one)."""
+    classes: dict[str, dict[str, str]] = defaultdict(dict)
+    for label in labels:
+        for model, answer_class in (label.get("classes") or {}).items():
+            if answer_class:
                 classes[model][str(label["id"])] = answer_class
     return classes
 
 
-def answer_classes(answers: dict, labels: dict[str, dict[str, str]], prompt_set: str
+def answer_classes(answers: dict, labels: dict[str, dict[str, str]], prompt_set: str, source: str
                    ) -> tuple[dict[str, dict[str, str]], str]:
     """Per model, prompt id -> class for one prompt set, and where the classes come from: the
     blind labels, on the prompts where both models' answers are labelled, when there is any;
@@ -113,8 +125,51 @@ def answer_classes(answers: dict, labels: dict[str, dict[str, str]], prompt_set:
     ids = [set(str(r["id"]) for r in answers[(m, prompt_set)]) for m in MODELS]
     labelled = set.intersection(*ids, *(set(labels.get(m, {})) for m in MODELS))
     if labelled:
-        return {m: {i: labels[m][i] for i in labelled} for m in MODELS}, f"blind labels ({LABELS_FILE})"
+        return {m: {i: labels[m][i] for i in labelled} for m in MODELS}, source
     return {m: detector_classes(answers[(m, prompt_set)]) for m in MODELS}, DETECTOR
+
+
+def cohen_kappa(first: list[str], second: list[str]) -> float:
+    """Agreement of two labellers beyond what their own class frequencies give by chance."""
+    n = len(first)
+    if n == 0:
+        return math.nan
+    observed = sum(a == b for a, b in zip(first, second)) / n
+    expected = sum((first.count(c) / n) * (second.count(c) / n) for c in set(first) | set(second))
+    return (observed - expected) / (1 - expected) if expected < 1 else 1.0
+
+
+def agreement(labels_by: dict[str, list[dict]], prompt_ids: set[str]) -> dict:
+    """How far the first two labellers agree on one prompt set: the class of each answer (five
+    classes, and refuses or not) and which answer is better."""
+    names = list(labels_by)[:2]
+    pairs = [label_classes(labels_by[name]) for name in names]
+    winners = [{str(label["id"]): label.get("winner") for label in labels_by[name]} for name in names]
+    classes_a, classes_b = [], []
+    for model in MODELS:
+        for i in sorted(prompt_ids):
+            if i in pairs[0].get(model, {}) and i in pairs[1].get(model, {}):
+                classes_a.append(pairs[0][model][i])
+                classes_b.append(pairs[1][model][i])
+    shared = [i for i in sorted(prompt_ids) if i in winners[0] and i in winners[1]]
+    return {"labellers": names, "answers": len(classes_a),
+            "class_agreement": sum(a == b for a, b in zip(classes_a, classes_b)) / len(classes_a) if classes_a else math.nan,
+            "class_kappa": cohen_kappa(classes_a, classes_b),
+            "refuses_kappa": cohen_kappa([str(c in REFUSING) for c in classes_a], [str(c in REFUSING) for c in classes_b]),
+            "better_agreement": (sum(winners[0][i] == winners[1][i] for i in shared) / len(shared)) if shared else math.nan,
+            "prompts": len(shared)}
+
+
+def label_preference(labels: list[dict], prompt_ids: set[str], better: str = "sl-cai") -> dict:
+    """The blind labels' preference for `better`'s answer: 1 where the labeller found it better,
+    0 where the other, 1/2 for a tie (skips left out), averaged over prompts with a bootstrap
+    interval over prompts."""
+    scores = {}
+    for label in labels:
+        i = str(label["id"])
+        if i in prompt_ids and label.get("winner") is not None:
+            scores[i] = 0.5 if label["winner"] == "tie" else float(label["winner"] == better)
+    return preference(scores)
 
 
 def refusal_shares(classes: dict[str, str], source: str) -> dict:
@@ -150,14 +205,11 @@ def by_answer_kinds(classes: dict[str, dict[str, str]], ps: dict[str, float]) ->
     return {name: preference(ps, items) for name, items in sorted(groups.items(), key=lambda g: -len(g[1]))}
 
 
-def measures(folder: Path) -> dict:
-    out: dict = {"answers": {}, "paired": {}, "judged": {}}
-    answers = {(m, s): read(folder / "answers" / f"{m}-{s}.jsonl") for m in MODELS for s in SETS}
-    labels = read_label_classes(folder)
-    classes_of = {}
+def rates(answers: dict, classes_of: dict, sources: dict) -> dict:
+    """Each model's rates per prompt set, and the paired comparison, from the classes given."""
+    out: dict = {"answers": {}, "paired": {}}
     for name in SETS:
-        classes, source = answer_classes(answers, labels, name)
-        classes_of[name] = classes
+        classes, source = classes_of[name], sources[name]
         for model in MODELS:
             records = answers[(model, name)]
             words = [len(r["response"].split()) for r in records]
@@ -166,11 +218,33 @@ def measures(folder: Path) -> dict:
                 "truncated": sum(bool(r.get("response_truncated")) for r in records),
                 "mean_words": sum(words) / len(words)}
         out["paired"][name] = {"refusals": paired_refusals(classes, source), "mean_words": paired_words(answers, name)}
+    return out
+
+
+def measures(folder: Path) -> dict:
+    answers = {(m, s): read(folder / "answers" / f"{m}-{s}.jsonl") for m in MODELS for s in SETS}
+    detector = {name: {m: detector_classes(answers[(m, name)]) for m in MODELS} for name in SETS}
+    out: dict = {"detector": rates(answers, detector, dict.fromkeys(SETS, DETECTOR)), "labels": {}, "judged": {}}
+    labels_by = read_labels(folder)
+    ids_of = {name: {str(r["id"]) for r in answers[("base", name)]} for name in SETS}
+    for labeller, labels in labels_by.items():
+        classes_of, sources = {}, {}
+        for name in SETS:
+            classes_of[name], sources[name] = answer_classes(answers, label_classes(labels), name,
+                                                             f"blind labels by {labeller}")
+        out["labels"][labeller] = {**rates(answers, classes_of, sources),
+                                   "preference": {name: label_preference(labels, ids_of[name]) for name in SETS}}
+    if len(labels_by) >= 2:
+        out["agreement"] = {name: agreement(labels_by, ids_of[name]) for name in SETS}
+    # The measure the judged groups and the headline use: the first labeller's classes, else the detector.
+    headline = out["labels"][next(iter(labels_by))] if labels_by else out["detector"]
+    out["answers"], out["paired"] = headline["answers"], headline["paired"]
+    first = label_classes(next(iter(labels_by.values()))) if labels_by else None
+    rt_classes = answer_classes(answers, first, "rt", "blind labels")[0] if first else detector["rt"]
     adv = {str(r["id"]) for r in answers[("base", "rt")] if str(r["id"]).startswith("adv-")}
     own = {str(r["id"]) for r in answers[("base", "rt")]} - adv
     # Where the base model already refused, both answers are often the same refusal and the
     # judge's choice is a coin toss; where it did not, there is something to make more harmless.
-    rt_classes = classes_of["rt"]
     complied = {i for i, c in rt_classes["base"].items() if c not in REFUSING}
     if (folder / "elo-harmless-items.jsonl").exists():
         harmless = per_prompt_p(folder / "elo-harmless-items.jsonl")
@@ -203,12 +277,12 @@ def interval(low: float, high: float, scale: float = 1.0, digits: int = 0) -> st
     return f"({scale * low:.{digits}f} to {scale * high:.{digits}f})"
 
 
-def markdown(m: dict) -> str:
+def rate_tables(part: dict) -> list[str]:
     lines = ["| prompt set | model | refuses | of which bare | mean words | cut off | source of the rates |",
              "|---|---|---|---|---|---|---|"]
     for name, label in SETS.items():
         for model in MODELS:
-            a = m["answers"][f"{model}/{name}"]
+            a = part["answers"][f"{model}/{name}"]
             lines.append(f"| {label} | {model} | {pct(a['refusals'])} | {pct(a['bare_refusals'])} "
                          f"| {a['mean_words']:.0f} | {a['truncated']} | {a['refusals']['source']} |")
     lines += ["", "Paired, SL-CAI against base on the same prompts (refusals: McNemar's exact test on the "
@@ -216,9 +290,31 @@ def markdown(m: dict) -> str:
               "| prompt set | prompts | newly refused | newly answered | McNemar p | words, SL-CAI minus base "
               "| source of the refusals |", "|---|---|---|---|---|---|---|"]
     for name, label in SETS.items():
-        r, w = m["paired"][name]["refusals"], m["paired"][name]["mean_words"]
+        r, w = part["paired"][name]["refusals"], part["paired"][name]["mean_words"]
         lines.append(f"| {label} | {r['n']} | {r['second_only']} | {r['first_only']} | {p_value(r['p'])} "
                      f"| {w['mean']:+.0f} {interval(w['low'], w['high'])} | {r['source']} |")
+    return lines
+
+
+def markdown(m: dict) -> str:
+    lines: list[str] = []
+    for labeller, part in m["labels"].items():
+        lines += [f"## Blind labels by {labeller}", ""] + rate_tables(part)
+        lines += ["", "| prompt set | prompts | blind-label preference for SL-CAI (1 better, 0 worse, 1/2 tie; "
+                  "95% bootstrap over prompts) |", "|---|---|---|"]
+        for name, label in SETS.items():
+            w = part["preference"][name]
+            lines.append(f"| {label} | {w['n']} | {w['mean_p']:.2f} {interval(w['low'], w['high'], digits=2)} |")
+        lines.append("")
+    if "agreement" in m:
+        lines += ["## Agreement of the labellers", "", "| prompt set | answers | same class | kappa (5 classes) "
+                  "| kappa (refuses or not) | same better answer (prompts) |", "|---|---|---|---|---|---|"]
+        for name, label in SETS.items():
+            a = m["agreement"][name]
+            lines.append(f"| {label} | {a['answers']} | {100 * a['class_agreement']:.0f}% | {a['class_kappa']:.2f} "
+                         f"| {a['refuses_kappa']:.2f} | {100 * a['better_agreement']:.0f}% ({a['prompts']}) |")
+        lines.append("")
+    lines += ["## The keyword detector (a training filter, shown for comparison)", ""] + rate_tables(m["detector"])
     lines += ["", "| judged | prompts | mean P(SL-CAI better) (95% paired bootstrap over prompts) "
               "| prompts with P > 0.5 |", "|---|---|---|---|"]
     for kind, parts in m["judged"].items():

@@ -149,12 +149,54 @@ def test_experiment_results_takes_refusals_from_blind_labels_when_there_are_some
     folder = experiment_folder(tmp_path, labels=True)
     m = json.loads(results(folder, "--json"))
     red_team = m["paired"]["rt"]["refusals"]
-    assert red_team["source"] == "blind labels (labels.jsonl)"
+    assert red_team["source"] == "blind labels by tester"
     # Labelled refusals: base rt-0; SL-CAI rt-0, adv-1, rt-2, adv-3, rt-4, adv-5.
     assert (red_team["n"], red_team["both"], red_team["first_only"], red_team["second_only"]) == (8, 1, 0, 5)
-    assert m["answers"]["sl-cai/rt"]["refusals"]["source"] == "blind labels (labels.jsonl)"
+    assert m["answers"]["sl-cai/rt"]["refusals"]["source"] == "blind labels by tester"
     assert m["answers"]["sl-cai/rt"]["refusals"]["share"] == pytest.approx(6 / 8)
     assert m["answers"]["sl-cai/rt"]["bare_refusals"]["share"] == pytest.approx(2 / 8)
     # Sets without labels keep the detector, and say so.
     assert m["paired"]["helpful"]["refusals"]["source"] == "keyword detector"
-    assert "blind labels (labels.jsonl)" in results(folder)
+    assert "blind labels by tester" in results(folder)
+
+
+def test_two_labellers_give_two_tables_their_agreement_and_the_labels_own_preference(tmp_path):
+    folder = experiment_folder(tmp_path, labels=True)
+    first = [json.loads(line) for line in (folder / "labels.jsonl").read_text().splitlines()]
+    # A second labeller: the same classes except that SL-CAI's bare refusal on rt-4 reads to them as
+    # explained, and they find base better on rt-6 and adv-7 (SL-CAI everywhere else).
+    second = []
+    for label in first:
+        label = {**label, "labeler": "second", "classes": dict(label["classes"])}
+        if label["id"] == "rt-4":
+            label["classes"]["sl-cai"] = "explained-refusal"
+        if label["id"] in ("rt-6", "adv-7"):
+            label["winner"] = "base"
+        second.append(label)
+    write_jsonl(folder / "labels.jsonl", first + second)
+    m = json.loads(results(folder, "--json"))
+    assert set(m["labels"]) == {"second", "tester"}
+    assert m["labels"]["second"]["answers"]["sl-cai/rt"]["bare_refusals"]["share"] == pytest.approx(1 / 8)
+    assert m["labels"]["tester"]["preference"]["rt"]["mean_p"] == pytest.approx(1.0)
+    assert m["labels"]["second"]["preference"]["rt"]["mean_p"] == pytest.approx(6 / 8)
+    agreement = m["agreement"]["rt"]
+    assert agreement["answers"] == 16 and agreement["class_agreement"] == pytest.approx(15 / 16)
+    assert 0 < agreement["class_kappa"] < 1 and agreement["refuses_kappa"] == pytest.approx(1.0)
+    assert agreement["better_agreement"] == pytest.approx(6 / 8)
+    # The headline (and the judge's groups) use the first labeller in name order; the detector's
+    # rates are always there beside them.
+    assert m["paired"]["rt"]["refusals"]["source"] == "blind labels by second"
+    assert m["detector"]["paired"]["rt"]["refusals"]["source"] == "keyword detector"
+    table = results(folder)
+    assert "Agreement of the labellers" in table and "The keyword detector" in table
+
+
+def test_cohen_kappa_matches_a_worked_example():
+    sys.path.insert(0, str(EXAMPLES))
+    from experiment_results import cohen_kappa
+
+    # 50 items, yes/no: 20 both yes, 15 both no, 5 and 10 disagreeing: p_o = 0.7, p_e = 0.5 -> 0.4.
+    first = ["y"] * 20 + ["n"] * 15 + ["y"] * 5 + ["n"] * 10
+    second = ["y"] * 20 + ["n"] * 15 + ["n"] * 5 + ["y"] * 10
+    assert cohen_kappa(first, second) == pytest.approx(0.4)
+    assert cohen_kappa(["a", "b"], ["a", "b"]) == 1.0

@@ -18,31 +18,11 @@ from cai_cli.stages.critique import CritiqueSettings
 from cai_cli.stages.feedback import FeedbackModel, FeedbackSettings
 from cai_cli.stages.revise import ReviseStage
 from cai_cli.training.data import DataSource, preference_example, read_training_data, split_held_out
-from conftest import EXAMPLES, ROOT, run_cai, write_jsonl
-from test_training import PROMPTS, REFUSAL, tiny  # noqa: F401 (tiny is a fixture)
+from conftest import EXAMPLES, ROOT, ScriptedBackend, run_cai, write_jsonl
+from test_training import PROMPTS, REFUSAL
 
 RULES = load_constitution()
 FAST = ["--threads", "1"]
-
-
-class ScriptedBackend:
-    """A stand-in for pure-logic tests of a stage: answers each request with the next scripted
-    completion. Real-model tests of the same stages are below and in test_sl_cai.py."""
-
-    name, model_path, n_ctx = "scripted", "scripted", 4096
-
-    def __init__(self, completions: list[Completion]):
-        self.completions = list(completions)
-
-    def render(self, messages, add_generation_prompt=True):
-        return json.dumps(messages)
-
-    def count_tokens(self, text):
-        return len(text.split())
-
-    def generate(self, requests):
-        for _request in requests:
-            yield self.completions.pop(0)
 
 
 # 1. Why a generation stopped ---------------------------------------------------------------

@@ -95,7 +95,9 @@ def build_tiny_folder(folder: Path, byte_level: bool = False) -> Path:
     By default its tokenizer knows only WORDS, one token per word (what the training tests
     write). `byte_level=True` gives it one token per byte instead, so that it reads any text:
     `cai compare`'s long prompts and its answer letters "(A" / "(B" (a word-level tokenizer
-    reads both as one unknown word), with room for them (4096 positions)."""
+    reads both as one unknown word), with room for them (4096 positions), and weights drawn
+    ten times wider than the default, so that its next-token distributions are far from uniform
+    (log-probabilities compared across devices must be able to differ)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -119,6 +121,7 @@ def build_tiny_folder(folder: Path, byte_level: bool = False) -> Path:
     config = LlamaConfig(vocab_size=len(vocabulary), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=4096 if byte_level else 128,
+                         initializer_range=0.2 if byte_level else 0.02,
                          bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)

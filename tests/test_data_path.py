@@ -46,7 +46,7 @@ def test_sample_marks_a_cut_off_response(tmp_path):
     assert "1 of 1 texts cut off at --max-tokens 4" in result.stderr
 
 
-def test_train_sft_leaves_out_truncated_unrevised_and_refused_records_and_counts_them(tmp_path, tiny):  # noqa: F811
+def test_train_sft_leaves_out_truncated_unrevised_and_refused_records_and_counts_them(tmp_path, tiny):
     good = {"id": "g", "prompt": PROMPTS[0], "response": REFUSAL, "revised": True}
     records = [dict(good, id=f"g{i}") for i in range(4)] + [
         {"id": "t", "prompt": PROMPTS[1], "response": "sure here is", "response_truncated": True},
@@ -273,7 +273,7 @@ def test_held_out_split_keeps_each_conversation_on_one_side_before_resampling(tm
 
 # 7. One length policy ------------------------------------------------------------------------
 
-def test_a_too_long_example_is_left_out_and_counted_not_cut(tmp_path, tiny):  # noqa: F811
+def test_a_too_long_example_is_left_out_and_counted_not_cut(tmp_path, tiny):
     long_prompt = " ".join(["please help i cannot pick it"] * 40)
     records = [{"id": f"g{i}", "prompt": PROMPTS[0], "response": REFUSAL} for i in range(3)]
     records.append({"id": "long", "prompt": long_prompt, "response": REFUSAL})

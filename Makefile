@@ -4,6 +4,7 @@
 #                   by the 1.5B, shown before/after (downloads the two models, ~1.6 GB, once)
 #   make demo-tiny  the same pipe on the embedded SmolLM2-135M: offline, the plumbing only
 #   make test       the test suite
+#   make test-gpu   the CUDA path (tests marked cuda) on a GPU; CAI_TEST_DEVICE=cpu runs them on the CPU
 #   make bench      throughput, server, feedback and training benchmarks
 #
 # `make install` (run by the others) builds .venv once: the CPU build of torch,
@@ -18,7 +19,7 @@ PY      = $(VENV)/bin/python
 CAI     = $(VENV)/bin/cai
 OUT    ?= out
 
-.PHONY: install demo demo-tiny test test-fast bench clean
+.PHONY: install demo demo-tiny test test-fast test-gpu bench clean
 
 install: $(VENV)/.installed
 
@@ -83,6 +84,13 @@ test: install
 # Everything but the tests marked slow (real training runs, long chains).
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# The CUDA path: the transformers backend and the trainers on a GPU, on a tiny model the tests
+# build (tests/test_cuda.py). Skipped, with the reason, where torch sees no GPU (a GPU needs a
+# CUDA build of torch: TORCH=torch make install). CAI_TEST_DEVICE=cpu make test-gpu runs the same
+# tests on the CPU.
+test-gpu: install
+	$(PY) -m pytest -q -m cuda
 
 bench: install
 	$(PY) benchmarks/bench_generation.py

@@ -6,6 +6,9 @@ Q4_0 and friends elsewhere). On Intel CPUs with AMX the AMX path segfaults at th
 multi-token decode (llama.cpp issue #20824, unfixed in the llama.cpp that llama-cpp-python 0.3.36
 ships), so `--repack auto`, the default, turns repacking off there and leaves it on elsewhere.
 `--repack on|off` (or CAI_REPACK) overrides the choice in either direction.
+
+torch (the transformers backend, the preference model, training) computes on CUDA when it sees a
+GPU and on the CPU otherwise; CAI_DEVICE=cpu|cuda pins the choice (`torch_device`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from functools import lru_cache
 from cai_cli.errors import CaiError
 
 REPACK_CHOICES = ("auto", "on", "off")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
 # Any of these means llama.cpp (built for this CPU) would put weights in its AMX buffer.
 AMX_FLAGS = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
 # The vector-unit features worth showing in `cai doctor`, x86 and Arm spellings.
@@ -84,3 +88,21 @@ def repack_reason(setting: str | None = None, flags: frozenset[str] | None = Non
     if has_amx(flags):
         return "off: this CPU has AMX, whose repacked path crashes llama.cpp (upstream issue #20824)"
     return "on: no AMX on this CPU, so llama.cpp's repacked kernels are safe"
+
+
+def torch_device() -> str:
+    """Where torch computes, "cuda" or "cpu": CAI_DEVICE when it names one, otherwise CUDA when
+    torch sees a GPU. CAI_DEVICE=cuda where torch sees none is an error, not a quiet fall back to
+    the CPU (a run planned for minutes on a GPU would take hours). One GPU of several is chosen
+    with CUDA_VISIBLE_DEVICES, as the launchers do."""
+    import torch
+
+    asked = (os.environ.get("CAI_DEVICE") or "auto").strip().lower()
+    if asked not in DEVICE_CHOICES:
+        raise CaiError(f"unknown device CAI_DEVICE={asked!r}: choose one of {', '.join(DEVICE_CHOICES)}")
+    if asked == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if asked == "cuda" and not torch.cuda.is_available():
+        raise CaiError("CAI_DEVICE=cuda, but torch sees no CUDA device (a CPU build of torch, or no GPU driver); "
+                       "unset CAI_DEVICE to run on the CPU")
+    return asked

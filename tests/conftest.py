@@ -1,4 +1,5 @@
-"""Shared test helpers: run `cai` the way a user does, on real JSONL and the embedded model."""
+"""Shared test helpers: run `cai` the way a user does, on real JSONL and the embedded model; a
+tiny random model folder built in milliseconds; a scripted stand-in backend for stage logic."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
+
+from cai_cli.backends import Completion, GenerationRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -73,3 +77,83 @@ def prompts(tmp_path: Path) -> Path:
     records = [json.loads(line) for line in (EXAMPLES / "red_team.jsonl").read_text().splitlines()[:3]]
     records[0]["source"] = {"team": "qa", "tags": ["x"]}
     return write_jsonl(tmp_path / "prompts.jsonl", records)
+
+
+# --- a tiny random model ----------------------------------------------------------------------
+
+WORDS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "user", "assistant", "system",
+         "how", "do", "i", "pick", "a", "lock", "write", "an", "insult", "hide", "cash", "sorry", "cannot",
+         "help", "sure", "here", "is", "it", "call", "locksmith", "no", "yes", "please", "ok"]
+SPECIAL_TOKENS = WORDS[:5]
+TEMPLATE = ("{% for m in messages %}<|im_start|> {{ m.role }} {{ m.content }} <|im_end|> {% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|> assistant {% endif %}")
+
+
+def build_tiny_folder(folder: Path, byte_level: bool = False) -> Path:
+    """A real random-weight Llama folder (safetensors, tokenizer, chat template) in milliseconds.
+
+    By default its tokenizer knows only WORDS, one token per word (what the training tests
+    write). `byte_level=True` gives it one token per byte instead, so that it reads any text:
+    `cai compare`'s long prompts and its answer letters "(A" / "(B" (a word-level tokenizer
+    reads both as one unknown word), with room for them (4096 positions), and weights drawn
+    ten times wider than the default, so that its next-token distributions are far from uniform
+    (log-probabilities compared across devices must be able to differ)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if byte_level:
+        vocabulary = SPECIAL_TOKENS + sorted(pre_tokenizers.ByteLevel.alphabet())
+        tokenizer = Tokenizer(models.BPE({w: i for i, w in enumerate(vocabulary)}, [], unk_token="<unk>"))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        tokenizer.add_special_tokens(SPECIAL_TOKENS)  # the template's markers stay one token each
+    else:
+        vocabulary = WORDS
+        tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+        tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        tokenizer.decoder = decoders.WordPiece()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast.chat_template = TEMPLATE
+    fast.save_pretrained(folder)
+    config = LlamaConfig(vocab_size=len(vocabulary), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=4096 if byte_level else 128,
+                         initializer_range=0.2 if byte_level else 0.02,
+                         bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """The word-level tiny model folder, built once per test module."""
+    return build_tiny_folder(tmp_path_factory.mktemp("tiny-llama"))
+
+
+# --- a scripted backend -----------------------------------------------------------------------
+
+class ScriptedBackend:
+    """A stand-in model for pure-logic tests of a stage: request i, in the order requests
+    arrive, is answered with script[i] (a Completion, or a string that ended normally). The
+    requests are kept in `requests`. Real-model tests of the same stages run the embedded model."""
+
+    name, model_path, n_ctx = "scripted", "scripted", 4096
+
+    def __init__(self, script: list[str | Completion]):
+        self.script, self.requests = list(script), []
+
+    def render(self, messages, add_generation_prompt=True):
+        return "\n".join(m["content"] for m in messages)
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[Completion]:
+        for request in requests:
+            self.requests.append(request)
+            answer = self.script[len(self.requests) - 1]
+            yield answer if isinstance(answer, Completion) else Completion(answer)

@@ -18,31 +18,11 @@ from cai_cli.stages.critique import CritiqueSettings
 from cai_cli.stages.feedback import FeedbackModel, FeedbackSettings
 from cai_cli.stages.revise import ReviseStage
 from cai_cli.training.data import DataSource, preference_example, read_training_data, split_held_out
-from conftest import EXAMPLES, ROOT, run_cai, write_jsonl
-from test_training import PROMPTS, REFUSAL, tiny  # noqa: F401 (tiny is a fixture)
+from conftest import EXAMPLES, ROOT, ScriptedBackend, run_cai, write_jsonl
+from test_training import PROMPTS, REFUSAL
 
 RULES = load_constitution()
 FAST = ["--threads", "1"]
-
-
-class ScriptedBackend:
-    """A stand-in for pure-logic tests of a stage: answers each request with the next scripted
-    completion. Real-model tests of the same stages are below and in test_sl_cai.py."""
-
-    name, model_path, n_ctx = "scripted", "scripted", 4096
-
-    def __init__(self, completions: list[Completion]):
-        self.completions = list(completions)
-
-    def render(self, messages, add_generation_prompt=True):
-        return json.dumps(messages)
-
-    def count_tokens(self, text):
-        return len(text.split())
-
-    def generate(self, requests):
-        for _request in requests:
-            yield self.completions.pop(0)
 
 
 # 1. Why a generation stopped ---------------------------------------------------------------
@@ -66,7 +46,7 @@ def test_sample_marks_a_cut_off_response(tmp_path):
     assert "1 of 1 texts cut off at --max-tokens 4" in result.stderr
 
 
-def test_train_sft_leaves_out_truncated_unrevised_and_refused_records_and_counts_them(tmp_path, tiny):  # noqa: F811
+def test_train_sft_leaves_out_truncated_unrevised_and_refused_records_and_counts_them(tmp_path, tiny):
     good = {"id": "g", "prompt": PROMPTS[0], "response": REFUSAL, "revised": True}
     records = [dict(good, id=f"g{i}") for i in range(4)] + [
         {"id": "t", "prompt": PROMPTS[1], "response": "sure here is", "response_truncated": True},
@@ -293,7 +273,7 @@ def test_held_out_split_keeps_each_conversation_on_one_side_before_resampling(tm
 
 # 7. One length policy ------------------------------------------------------------------------
 
-def test_a_too_long_example_is_left_out_and_counted_not_cut(tmp_path, tiny):  # noqa: F811
+def test_a_too_long_example_is_left_out_and_counted_not_cut(tmp_path, tiny):
     long_prompt = " ".join(["please help i cannot pick it"] * 40)
     records = [{"id": f"g{i}", "prompt": PROMPTS[0], "response": REFUSAL} for i in range(3)]
     records.append({"id": "long", "prompt": long_prompt, "response": REFUSAL})

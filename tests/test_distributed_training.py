@@ -4,7 +4,7 @@
 without GPUs the trainers then train on the CPU and talk over gloo; `--cpu --num_processes 2`
 would start a single process unless MPI is set up). The commands run unchanged: one model is
 written, one summary printed, the step count is what two processes imply, and a two-process run
-killed mid-way resumes. The tiny random Llama folder of test_training.py keeps each run to
+killed mid-way resumes. The tiny random Llama folder of conftest.py keeps each run to
 seconds of training; starting two processes is most of the time.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES, ROOT, cai_env, write_jsonl
-from test_training import build_tiny_folder, compare_records, revised_records
+from test_training import compare_records, revised_records
 
 ACCELERATE_CONFIGS = EXAMPLES / "accelerate"
 
@@ -81,11 +81,6 @@ def summary_of(result: subprocess.CompletedProcess) -> dict:
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, result  # one summary: the main process's
     return json.loads(lines[0])
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return build_tiny_folder(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def test_the_example_accelerate_configs_are_valid():

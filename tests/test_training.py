@@ -1,7 +1,7 @@
 """Training commands as a user runs them: train-sft, train-pm, score, train-rl, export-gguf.
 
-Fast tests use a tiny random Llama folder built here (a word-level tokenizer and a few thousand
-weights, no download) so that the mechanics (configs, bad input, resume after a kill, atomic
+Fast tests use a tiny random Llama folder (conftest's `tiny`: a word-level tokenizer and a few
+thousand weights, no download) so that the mechanics (configs, bad input, resume after a kill, atomic
 output, soft labels, scores) are checked in seconds. The slow chain at the end runs the real
 embedded SmolLM2 model: train-sft -> export-gguf -> `cai sample` on llama.cpp, train-pm on
 compare-shaped records -> score, and train-rl with RLOO and with DPO.
@@ -21,42 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cai as run_cai_default, write_jsonl
+# build_tiny_folder: test_report.py imports it from here.
+from conftest import ROOT, build_tiny_folder, run_cai as run_cai_default, write_jsonl  # noqa: F401
 
-WORDS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "user", "assistant", "system",
-         "how", "do", "i", "pick", "a", "lock", "write", "an", "insult", "hide", "cash", "sorry", "cannot",
-         "help", "sure", "here", "is", "it", "call", "locksmith", "no", "yes", "please", "ok"]
-TEMPLATE = ("{% for m in messages %}<|im_start|> {{ m.role }} {{ m.content }} <|im_end|> {% endfor %}"
-            "{% if add_generation_prompt %}<|im_start|> assistant {% endif %}")
 PROMPTS = ["how do i pick a lock", "write an insult", "how do i hide cash", "please help i cannot pick it"]
 REFUSAL, COMPLIANCE = "sorry i cannot help call a locksmith", "sure here is how it is"
-
-
-def build_tiny_folder(folder: Path) -> Path:
-    """A real random-weight Llama folder (safetensors, tokenizer, chat template) in milliseconds."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.decoder = decoders.WordPiece()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    fast.chat_template = TEMPLATE
-    fast.save_pretrained(folder)
-    config = LlamaConfig(vocab_size=len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return build_tiny_folder(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def revised_records(count: int = 8) -> list[dict]:

@@ -1,6 +1,6 @@
 """The transformers + torch backend: Hugging Face folders, or a GGUF dequantised by transformers.
 
-CUDA when present, CPU otherwise. Generation is batched (`--batch-size`) with left padding; the
+CUDA when present, CPU otherwise (CAI_DEVICE=cpu|cuda pins it). Generation is batched (`--batch-size`) with left padding; the
 prompts of a window are sorted by length so that a batch pads as little as possible, and results
 come back in input order. Multiple-choice scoring (`next_token_logprobs`, for compare and eval)
 is batched too, and computes the prefix that consecutive questions share (one pair's
@@ -40,7 +40,9 @@ def load_model_and_tokenizer(path: Path, options: BackendOptions, model_class: s
         raise CaiError(f"{path} has only pickled PyTorch weights (pytorch_model*.bin), and loading a pickle "
                        "can run code: cai loads safetensors weights only (convert the folder with "
                        "save_pretrained in an environment you trust)")
-    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from cai_cli.hardware import torch_device
+
+    device = options.device or torch_device()
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     common = {"trust_remote_code": options.trust_remote_code, "local_files_only": True, **extra}
     try:

@@ -35,9 +35,11 @@ class LoadedModel:
 
 
 def on_gpu() -> bool:
-    import torch
+    """Whether training runs on CUDA (`hardware.torch_device`: a GPU if torch sees one, unless
+    CAI_DEVICE says otherwise)."""
+    from cai_cli.hardware import torch_device
 
-    return torch.cuda.is_available()
+    return torch_device() == "cuda"
 
 
 def prepare_libraries(verbose: bool, threads: int | None = None) -> None:

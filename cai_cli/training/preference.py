@@ -215,6 +215,8 @@ class PreferenceModel:
         import torch
         import transformers
 
+        from cai_cli.hardware import torch_device
+
         path = Path(path).expanduser()
         if not (path / "config.json").is_file():
             raise CaiError(f"{path} is not a preference model folder (no config.json); train one with `cai train-pm`")
@@ -222,7 +224,7 @@ class PreferenceModel:
         if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])) \
                 or config.num_labels != 1:
             raise CaiError(f"{path} is not a preference model (a one-output sequence classifier from `cai train-pm`)")
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch_device()
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)

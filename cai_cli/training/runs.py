@@ -161,7 +161,9 @@ def trainer_arguments(config: TrainingConfig, plan: RunPlan, learning_rate: floa
     configs otherwise default to bf16 and stop on machines without it)."""
     import torch
 
-    cuda = torch.cuda.is_available()
+    from cai_cli.training.loading import on_gpu
+
+    cuda = on_gpu()
     trackers = report_targets(config.report_to)
     if "tensorboard" in trackers:
         # The trainer's default is inside the checkpoint folder, which goes once the run is done.
@@ -326,6 +328,10 @@ def run_training(trainer, plan: RunPlan) -> dict[str, Any]:
         "epochs": round(state.epoch or 0.0, 4),
         "processes": accelerator.num_processes,
         "distributed": accelerator.distributed_type.value,  # NO, MULTI_GPU, MULTI_CPU, FSDP, DEEPSPEED
+        # Where the weights trained and in what precision, read from the model itself: a run
+        # meant for a GPU that fell back to the CPU shows here.
+        "device": next(trainer.model.parameters()).device.type,
+        "bf16": bool(trainer.args.bf16),
     }
 
 

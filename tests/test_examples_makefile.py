@@ -90,3 +90,84 @@ def test_blind_labels_are_exported_per_held_out_set_and_imported_into_elo(tmp_pa
     assert plan.returncode == 0, plan.stderr
     assert f" label --import {labels}/rt-filled.jsonl --key {labels}/rt-key.json" in plan.stdout
     assert f" elo --labels harmless={tmp_path}/x/labels-rt.jsonl --labels helpful={tmp_path}/x/labels-helpful.jsonl" in plan.stdout
+
+
+def shared_data(tmp_path) -> str:
+    """SHARED=... for a dry run: the public data files the prompt sets are read from (empty)."""
+    shared = tmp_path / "shared"
+    shared.mkdir(exist_ok=True)
+    for name in ("advbench_harmful_behaviors.csv", "vicuna_questions.jsonl"):
+        (shared / name).touch()
+    return f"SHARED={shared}"
+
+
+def rl_plan(tmp_path, *settings: str) -> str:
+    """`make -n rl-experiment` from nothing: the SL-CAI half's steps, then the RL half's."""
+    (tmp_path / "judge.gguf").touch()
+    plan = make("-n", "rl-experiment", f"XOUT={tmp_path}/x", shared_data(tmp_path), f"JUDGE={tmp_path}/judge.gguf",
+                *settings)
+    assert plan.returncode == 0, plan.stderr
+    return plan.stdout
+
+
+def test_the_rl_half_labels_sl_cai_answers_under_both_constitutions_and_trains_from_sl_cai(tmp_path):
+    x = f"{tmp_path}/x"
+    plan = rl_plan(tmp_path, "XTOKENS=64")
+    # A spread subset of the training prompts, red-team and helpful, answered twice by SL-CAI.
+    assert f"awk '(NR - 1) % 2 == 0' {x}/prompts/sl-prompts.jsonl > {x}/rl-redteam-prompts.jsonl" in plan
+    assert f"awk '(NR - 1) % 2 == 0' {x}/prompts/helpful-train.jsonl > {x}/rl-helpful-prompts.jsonl" in plan
+    for kind in ("redteam", "helpful"):
+        assert f" sample -m {x}/sl-cai.gguf -n 2 --temperature 1 --max-tokens 64 {x}/rl-{kind}-prompts.jsonl " in plan
+    # The judge labels red-team pairs for harmlessness and helpful pairs for helpfulness; no --cot by default.
+    assert f" compare -m {tmp_path}/judge.gguf -c harmlessness --principles 2  {x}/pairs-redteam.jsonl " in plan
+    assert f" compare -m {tmp_path}/judge.gguf -c helpfulness --principles 2  {x}/pairs-helpful.jsonl " in plan
+    assert " --cot" not in plan.split(" train-pm ")[0]
+    # The PM learns from both label files, with a held-out part; RLOO and DPO start from SL-CAI.
+    assert f" train-pm {x}/prefs-redteam.jsonl --mix {x}/prefs-helpful.jsonl --base " in plan
+    assert " --eval-fraction 0.2 " in plan
+    rloo = plan.split(" train-rl ")[1].split("\n\n")[0]
+    rloo = " ".join(rloo.replace("\\\n", " ").split())
+    assert rloo.startswith(f"{x}/rl-redteam-prompts.jsonl --mix {x}/rl-helpful-prompts.jsonl --algo rloo "
+                           f"--policy {x}/sl-cai --reward-model {x}/pm --beta 0.05 ")
+    # RLOO samples as long as the PM's answers were sampled: nothing cut off in RL that was whole in the PM data.
+    assert " --max-completion-length 64 " in rloo
+    dpo = " ".join(plan.split(" train-rl ")[2].replace("\\\n", " ").split())
+    assert dpo.startswith(f"{x}/prefs-redteam.jsonl --mix {x}/prefs-helpful.jsonl --algo dpo --policy {x}/sl-cai "
+                          "--min-margin 0.05 ")
+    for model in ("rl-cai", "dpo-cai"):
+        assert f" export-gguf {x}/{model} --out {x}/{model}.gguf --type q8_0" in plan
+        for name in ("rt", "helpful", "benign"):
+            assert (f" sample -m {x}/{model}.gguf --temperature 0 --max-tokens 64 {x}/prompts/{name}-eval.jsonl "
+                    f"--seed 0 -o {x}/answers/{model}-{name}.jsonl.part") in plan
+    assert (f" elo {x}/answers/base-rt.jsonl {x}/answers/sl-cai-rt.jsonl {x}/answers/rl-cai-rt.jsonl "
+            f"{x}/answers/dpo-cai-rt.jsonl --name base --name sl-cai --name rl-cai --name dpo-cai") in plan
+    assert f" score --pm {x}/pm {x}/judge-bare-pairs.jsonl " in plan
+    assert "\nrm " not in plan  # the sampled pairs are kept, not removed as intermediate files
+
+
+def test_the_rl_half_runs_quick_with_cot_labels_when_asked(tmp_path):
+    x = f"{tmp_path}/x"
+    plan = rl_plan(tmp_path, "EXPERIMENT=quick", "RL_COT=1")
+    assert f" compare -m {tmp_path}/judge.gguf -c harmlessness --principles 2 --cot {x}/pairs-redteam.jsonl " in plan
+    assert f"% 3 == 0' {x}/prompts/sl-prompts.jsonl" in plan
+    assert " --max-steps 2 " in plan and " --max-completion-length 256 " in plan
+
+
+def test_blind_label_items_cover_the_four_models_and_feed_one_elo_fit(tmp_path):
+    labels, x = tmp_path / "labels", f"{tmp_path}/x"
+    plan = make("-n", "rl-label-items", f"XOUT={x}", f"LABELS={labels}", shared_data(tmp_path))
+    assert plan.returncode == 0, plan.stderr
+    for name in ("rt", "helpful", "benign"):
+        answers = " ".join(f"{x}/answers/{m}-{name}.jsonl" for m in ("base", "sl-cai", "rl-cai", "dpo-cai"))
+        assert (f" label {answers} --name base --name sl-cai --name rl-cai --name dpo-cai "
+                f"--export {labels}/rl-{name}-items.jsonl --key {labels}/rl-{name}-key.json") in plan.stdout
+    labels.mkdir()
+    for name in ("rt", "helpful", "benign", "rl-rt", "rl-helpful", "rl-benign"):
+        for suffix in ("filled.jsonl", "key.json", "items.jsonl"):
+            (labels / f"{name}-{suffix}").touch()
+    plan = make("-n", "rl-experiment-labels", f"XOUT={x}", f"LABELS={labels}", shared_data(tmp_path))
+    assert plan.returncode == 0, plan.stderr
+    assert f" label --import {labels}/rl-rt-filled.jsonl --key {labels}/rl-rt-key.json" in plan.stdout
+    one_line = " ".join(plan.stdout.replace("\\\n", " ").split())
+    assert (f" elo --labels harmless={x}/labels-rt.jsonl --labels harmless={x}/labels-rl-rt.jsonl "
+            f"--labels helpful={x}/labels-helpful.jsonl --labels helpful={x}/labels-rl-helpful.jsonl") in one_line

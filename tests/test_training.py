@@ -135,6 +135,71 @@ def test_training_examples_come_from_the_stage_records_as_they_are():
     assert len(resample(items, 2, random.Random(0))) == 20
 
 
+def test_a_score_tie_counts_half_in_the_pms_pairwise_accuracy():
+    from cai_cli.training.preference import pairwise_accuracy
+
+    # A zero margin ranks neither answer first: half right, whichever side the label picks.
+    assert pairwise_accuracy([0.0], [0.1]) == 0.5
+    assert pairwise_accuracy([0.0], [0.9]) == 0.5
+    assert pairwise_accuracy([1.0, -1.0, 0.0, 2.0], [0.8, 0.3, 0.7, 0.2]) == pytest.approx(2.5 / 4)
+    assert pairwise_accuracy([1.0, 0.0], [0.5, 0.5]) is None  # a tied label picks no side
+
+
+def test_dpo_keeps_only_labels_that_decide_by_the_margin():
+    from cai_cli.training.data import decisive, oriented_pairs
+
+    assert not decisive(0.5, 0.0)  # a tie never, even with no margin
+    assert decisive(0.51, 0.0) and not decisive(0.51, 0.05) and not decisive(0.47, 0.05)
+    assert decisive(0.6, 0.1) and decisive(0.4, 0.1)  # exactly the margin away counts
+    assert decisive(0.95, 0.1) and decisive(0.02, 0.1)
+    pairs = oriented_pairs([{"prompt": [], "chosen": "a", "rejected": "b", "label": 0.3}])
+    assert pairs[0]["chosen"][0]["content"] == "b"
+
+
+class FakePM:
+    """Scores a conversation by the length of its last answer; `path` holds its training record."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def score(self, conversations):
+        return (float(len(c[-1]["content"])) for c in conversations)
+
+
+def test_a_cut_off_completion_scores_below_every_finished_one_unless_the_pm_learnt_cut_off_answers(tmp_path):
+    from cai_cli.training.rl import CUT_OFF_PENALTY, PreferenceReward, cut_off_rewards
+
+    assert cut_off_rewards([3.0, 9.0, 5.0], [False, True, False]) == [3.0, 3.0 - CUT_OFF_PENALTY, 5.0]
+    assert cut_off_rewards([3.0, 9.0], [True, True]) == [2.0, 2.0]  # none finished: all alike
+    assert cut_off_rewards([3.0, 9.0], [False, False]) == [3.0, 9.0]
+
+    (tmp_path / "cai_training.json").write_text(json.dumps({"settings": {"keep_flagged": False}}))
+    reward = PreferenceReward(FakePM(tmp_path))
+    reward.end_ids = {2}
+    prompts = [[{"role": "user", "content": "q"}]] * 3
+    completions = [[{"role": "assistant", "content": text}] for text in ("ok", "a long unfinished answ", "fine")]
+    ids = [[5, 2], [5, 6, 7], [5, 6, 2]]  # the second ends without the end token: cut off
+    # Neither left out (a masked completion still moves its siblings' baseline) nor scored as if
+    # it were finished: the PM never saw a cut-off answer in training.
+    assert reward(prompts, completions, ids) == [2.0, 2.0 - CUT_OFF_PENALTY, 4.0]
+    assert (reward.cut_off, reward.scored) == (1, 3)
+
+    (tmp_path / "cai_training.json").write_text(json.dumps({"settings": {"keep_flagged": True}}))
+    learnt = PreferenceReward(FakePM(tmp_path))
+    learnt.end_ids = {2}
+    assert learnt(prompts, completions, ids) == [2.0, 22.0, 4.0]  # its own score: it was trained on such
+
+
+def test_rl_completion_length_defaults_to_the_sampling_length_of_the_pm_data():
+    import inspect
+
+    from cai_cli.commands.sample import sample
+    from cai_cli.training.config import RLConfig
+
+    sampled = inspect.signature(sample).parameters["max_tokens"].default
+    assert RLConfig().max_completion_length == sampled == 256
+
+
 # --- bad input: a clear Error before any training -----------------------------------------------
 
 def test_bad_training_data_stops_before_training_with_file_and_line(tmp_path, tiny):
@@ -328,6 +393,39 @@ def test_grpo_trains_a_tiny_policy_against_a_tiny_pm(tmp_path, tiny):
     result = run_cai("train-rl", prompts, "--policy", tiny, "--pm", pm, "--out", tmp_path / "x",
                      "--batch-size", "3", "--num-generations", "2")
     assert result.returncode == 1 and "multiple of num-generations" in result.stderr
+
+
+def test_rloo_scores_cut_off_completions_and_dpo_leaves_out_undecided_labels(tmp_path, tiny):
+    prefs = compare_records(8)
+    for record, label in zip(prefs, (0.5, 0.52, 0.47, 0.9)):
+        record["label"] = label  # one tie and two nearly: 0.5 +- 0.03
+    prefs = write_jsonl(tmp_path / "prefs.jsonl", prefs)
+    result = run_cai("train-rl", prefs, "--algo", "dpo", "--policy", tiny, "--out", tmp_path / "dpo",
+                     "--max-steps", "1", "--batch-size", "2")
+    assert result.returncode == 0, result
+    summary = summary_of(result)
+    assert summary["examples"] == 7 - 2 and summary["left_out"] == {"undecided": 3}
+    assert "left out 3 labelled within --min-margin of 0.5" in result.stderr
+    result = run_cai("train-rl", prefs, "--algo", "dpo", "--policy", tiny, "--out", tmp_path / "dpo0",
+                     "--max-steps", "1", "--batch-size", "2", "--min-margin", "0")
+    assert result.returncode == 0, result
+    assert summary_of(result)["left_out"] == {"undecided": 1}  # the tie still goes
+    result = run_cai("train-rl", prefs, "--algo", "dpo", "--policy", tiny, "--out", tmp_path / "x",
+                     "--min-margin", "0.5")
+    assert result.returncode == 1 and "min-margin must be in [0, 0.5)" in result.stderr
+
+    pm = tmp_path / "pm"
+    assert run_cai("train-pm", prefs, "--base", tiny, "--out", pm, "--max-steps", "1").returncode == 0
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"id": i, "prompt": p} for i, p in enumerate(PROMPTS)])
+    # Three new tokens from a random 32-word model: nearly every completion runs into the limit.
+    result = run_cai("train-rl", prompts, "--policy", tiny, "--pm", pm, "--out", tmp_path / "rl",
+                     "--max-steps", "1", "--batch-size", "4", "--num-generations", "2",
+                     "--max-completion-length", "3")
+    assert result.returncode == 0, result
+    summary = summary_of(result)
+    assert summary["cut_off"]["of"] == 4 and summary["cut_off"]["completions"] >= 1
+    assert summary["cut_off"]["scored_by"] == "below the batch's finished ones"
+    assert summary["completions_clipped_ratio"] == summary["cut_off"]["completions"] / 4
 
 
 # --- the chain on the embedded model ------------------------------------------------------------

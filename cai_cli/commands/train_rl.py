@@ -29,6 +29,7 @@ def train_rl(
     max_completion_length: Annotated[int, _option("--max-completion-length", name="max_completion_length",
                                                   min=1)] = D.max_completion_length,
     temperature: Annotated[float, _option("--temperature", name="temperature", min=0.0)] = D.temperature,
+    min_margin: Annotated[float, _option("--min-margin", name="min_margin", min=0.0)] = D.min_margin,
     *,
     settings: RLConfig,
 ) -> None:
@@ -45,7 +46,9 @@ def train_rl(
 
         cai train-rl prompts.jsonl --algo grpo --policy runs/sl-cai --pm runs/pm --num-generations 8 --out runs/grpo
 
-        cai train-rl prefs.jsonl --algo dpo --policy runs/sl-cai --beta 0.1 --out runs/dpo
+        cai train-rl prefs.jsonl --algo dpo --policy runs/sl-cai --beta 0.1 --min-margin 0.1 --out runs/dpo
+
+        cai train-rl prompts.jsonl --policy runs/sl-cai --pm runs/pm --max-completion-length 256 --out runs/rl-cai
 
         accelerate launch --config_file examples/accelerate/deepspeed_zero3.yaml -m cai_cli train-rl prefs.jsonl --algo dpo --full --out runs/dpo
     """

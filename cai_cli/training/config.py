@@ -115,7 +115,13 @@ class RLConfig(TrainingConfig):
     beta: Optional[float] = setting(
         None, "Weight of the KL penalty to the starting policy (default 0.05 for rloo/grpo, 0.1 for dpo).")
     num_generations: int = setting(4, "rloo/grpo: completions sampled per prompt (at least 2).")
-    max_completion_length: int = setting(128, "rloo/grpo: most new tokens per sampled completion.")
+    max_completion_length: int = setting(
+        256, "rloo/grpo: most new tokens per sampled completion. Keep it at the --max-tokens the PM's pairs were "
+             "sampled with (cai sample's default, 256): a completion cut off here is scored as the PM learnt "
+             "cut-off answers (train-pm --keep-flagged), or else below every finished completion of its batch.")
+    min_margin: float = setting(
+        0.05, "dpo: leave out pairs whose label is closer than this to 0.5 (counted in the summary): DPO "
+              "trains on a pair as certain, so a 0.51 label would weigh as much as a 0.99 one. 0 keeps all but ties.")
     temperature: float = setting(1.0, "rloo/grpo: sampling temperature of the policy.")
     batch_size: int = setting(4, "Completions (rloo/grpo) or pairs (dpo) per device per forward pass.")
 
@@ -245,6 +251,8 @@ def check_config(config: TrainingConfig) -> None:
                 raise CaiError(f"batch-size x grad-accum ({config.batch_size} x {config.grad_accum}) must be a "
                                f"multiple of num-generations ({config.num_generations}): each prompt's completions "
                                "are scored together")
+        if not 0 <= config.min_margin < 0.5:
+            raise CaiError(f"min-margin must be in [0, 0.5), not {config.min_margin}")
         if config.beta is not None and config.beta < 0:
             raise CaiError(f"beta must be at least 0, not {config.beta}")
 

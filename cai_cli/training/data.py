@@ -151,7 +151,7 @@ class TrainingData:
                 self.left_out[reason] += len(part.examples) - len(kept)
             part.examples = kept
         if not any(part.examples for part in self.sources):
-            raise CaiError(f"no training examples left: every one is {reason.replace('_', ' ')}")
+            raise CaiError(f"no training examples left: every one is {LEFT_OUT_REASONS.get(reason, reason)}")
 
 
 def read_training_data(sources: list[DataSource], make_example: Callable[..., dict], skip_invalid: bool = False,
@@ -191,6 +191,7 @@ LEFT_OUT_REASONS = {
     "unrevised": "never usably revised (revised: false)",
     "refused": "still refusing after --redraw-refusals (refused: true)",
     "too_long": "longer than --max-length tokens",
+    "undecided": "labelled within --min-margin of 0.5 (a tie, or nearly: DPO would train on it as certain)",
 }
 
 
@@ -206,6 +207,7 @@ def report_left_out(command: str, data: TrainingData) -> None:
         flagged = data.left_out["truncated"] + data.left_out["unrevised"] + data.left_out["refused"]
         say(f"{command}: left out {describe_left_out(data.left_out)}"
             + (" (--keep-flagged trains on flagged records)" if flagged else "")
+            + (" (lower --min-margin to keep undecided ones)" if data.left_out["undecided"] else "")
             + (" (raise --max-length to keep long ones)" if data.left_out["too_long"] else ""))
 
 
@@ -240,26 +242,26 @@ def split_held_out(data: TrainingData, fraction: float, seed: int) -> tuple[Trai
     return train, held_out
 
 
+def decisive(label: float, min_margin: float) -> bool:
+    """Whether a soft label says enough for a trainer that only takes hard pairs (DPO): at least
+    `min_margin` away from 0.5. A tie (0.5) never is, whatever the margin. (Rounded, so that a
+    label of 0.6 is 0.1 from 0.5, as written.)"""
+    distance = round(abs(label - 0.5), 9)
+    return distance > 0 and distance >= min_margin
+
+
 def oriented_pairs(examples: list[dict]) -> list[dict]:
     """Pairs for trainers that only take hard preferences (DPO): the likelier-better response
-    becomes `chosen`; a tie (label 0.5) says nothing and is left out."""
+    becomes `chosen`. Leave out undecided labels first (`decisive`): here 0.51 and 0.99 weigh
+    the same."""
     pairs = []
-    ties = 0
     for example in examples:
-        label = example["label"]
-        if label == 0.5:
-            ties += 1
-            continue
+        if example["label"] == 0.5:
+            raise ValueError("a tie (label 0.5) has no chosen side; leave it out first")
         chosen, rejected = example["chosen"], example["rejected"]
-        if label < 0.5:
+        if example["label"] < 0.5:
             chosen, rejected = rejected, chosen
         pairs.append({"prompt": example["prompt"],
                       "chosen": [{"role": "assistant", "content": chosen}],
                       "rejected": [{"role": "assistant", "content": rejected}]})
-    if ties:
-        from cai_cli.training.runs import say
-
-        say(f"Left out {ties} pair(s) labelled 0.5: a tie gives DPO nothing to learn")
-    if not pairs:
-        raise CaiError("every preference pair is a tie (label 0.5): nothing for DPO to learn")
     return pairs

@@ -100,7 +100,8 @@ def make_trainer_class():
 
 def pairwise_metrics(model, collator: PairCollator, encoded: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
     """Held-out figures: pairwise accuracy (the PM ranks the label's favourite first; ties in the
-    label don't count), the soft-label loss, and the mean reward margin."""
+    label don't count, a tie in the scores counts half), the soft-label loss, and the mean
+    reward margin."""
     import torch
 
     if not encoded:
@@ -116,11 +117,21 @@ def pairwise_metrics(model, collator: PairCollator, encoded: list[dict[str, Any]
             pairs = batch["preference"].shape[0]
             margins += (rewards[:pairs] - rewards[pairs:]).tolist()
             labels += batch["preference"].tolist()
-    decided = [(m, p) for m, p in zip(margins, labels) if p != 0.5]
-    correct = sum((m > 0) == (p > 0.5) for m, p in decided)
     loss = soft_preference_loss(torch.tensor(margins), torch.zeros(len(margins)), torch.tensor(labels)).item()
-    return {"pairs": len(encoded), "accuracy": round(correct / len(decided), 4) if decided else None,
+    accuracy = pairwise_accuracy(margins, labels)
+    return {"pairs": len(encoded), "accuracy": round(accuracy, 4) if accuracy is not None else None,
             "loss": round(loss, 4), "mean_margin": round(sum(margins) / len(margins), 4)}
+
+
+def pairwise_accuracy(margins: list[float], labels: list[float]) -> float | None:
+    """Share of the pairs whose label picks a side (not 0.5) that the PM ranks the same way
+    (margin = r_chosen - r_rejected). A zero margin ranks neither answer first: it counts half,
+    as a coin toss would, whichever side the label picks. None when no label picks a side."""
+    decided = [(margin, label) for margin, label in zip(margins, labels) if label != 0.5]
+    if not decided:
+        return None
+    right = sum(0.5 if margin == 0 else float((margin > 0) == (label > 0.5)) for margin, label in decided)
+    return right / len(decided)
 
 
 def train_pm(config: PMConfig) -> dict[str, Any]:

@@ -5,9 +5,15 @@
   conversation with the PM's own chat template); advantages come from comparing the answers of
   one prompt, so no value network is needed. A KL penalty (`beta`) keeps the policy near where
   it started (with LoRA, the starting policy is the base with the adapter switched off).
+  A completion cut off at `max_completion_length` stays in the update (a masked one would get no
+  gradient while its score still set its siblings' baseline, so only short answers, often
+  refusals, would learn). It is scored as the PM learnt cut-off answers when the PM was trained
+  on them (`train-pm --keep-flagged`); otherwise the PM never saw one (`compare` marks them and
+  train-pm leaves them out), so it scores one unit of the PM's log-odds below the worst finished
+  completion of its batch: a finished answer always beats a cut-off one.
 - `dpo`: offline, on the records `compare` writes, without a preference model (the open
-  reproductions' route). DPO takes hard pairs: the answer the label favours is `chosen`, ties
-  (label 0.5) are left out.
+  reproductions' route). DPO takes hard pairs: the answer the label favours is `chosen`; a label
+  within `min_margin` of 0.5 (ties included) is left out, since DPO would train on it as certain.
 
 Example (Python):
 
@@ -39,7 +45,7 @@ def default_learning_rate(lora: bool, algo: str) -> float:
 def train_rl(config: RLConfig) -> dict[str, Any]:
     """Train `config.policy` with `config.algo` on `config.data` (+ `config.mix`); write the
     policy to `config.out` and return the run's summary."""
-    from cai_cli.training.data import (oriented_pairs, parse_source, preference_example, prompt_example,
+    from cai_cli.training.data import (decisive, oriented_pairs, parse_source, preference_example, prompt_example,
                                        read_training_data, report_left_out, token_length)
     from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries
     from cai_cli.training.runs import (lora_settings, make_callbacks, plan_run, prepare_trainer, provenance,
@@ -48,7 +54,9 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
     sources = [parse_source(config.data)] + [parse_source(spec) for spec in config.mix]
     make_example = preference_example if config.algo == "dpo" else prompt_example
     data = read_training_data(sources, make_example, config.skip_invalid, config.keep_flagged)
-    if config.algo != "dpo":
+    if config.algo == "dpo":
+        data.keep(lambda e: decisive(e["label"], config.min_margin), "undecided")
+    else:
         check_reward_model_folder(config.reward_model)
     prepare_libraries(config.verbose, config.threads)  # before plan_run, which may ask transformers about trackers
     plan = plan_run(COMMAND, config)
@@ -97,28 +105,32 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
         trainer = DPOTrainer(model=loaded.model, args=arguments, train_dataset=dataset,
                              processing_class=loaded.tokenizer, peft_config=peft_config, callbacks=callbacks)
     else:
-        reward = load_for_training(config.reward_model, "reward", padding_side="right")
-        reward.model.eval()
-        if on_gpu():
-            reward.model.to("cuda")
+        from cai_cli.training.preference import PreferenceModel
+
+        reward = PreferenceReward(PreferenceModel(config.reward_model, batch_size=config.batch_size,
+                                                  verbose=config.verbose))
         trainer_class, config_class = on_policy_classes(config.algo)
         arguments = config_class(**common, beta=beta, num_generations=config.num_generations,
                                  max_completion_length=config.max_completion_length,
                                  temperature=config.temperature, model_init_kwargs=reference_loading,
-                                 # An answer cut off at max_completion_length is no example of a
-                                 # finished answer: it does not count towards the update.
-                                 mask_truncated_completions=True,
+                                 # A cut-off completion still learns, from the score the reward
+                                 # gives it (see PreferenceReward), not masked out of the loss.
+                                 mask_truncated_completions=False,
                                  # Dropout would make the sampled answers' log-probabilities differ
                                  # between generation and the update: noise in the policy ratio.
                                  disable_dropout=True)
-        trainer = trainer_class(model=loaded.model, reward_funcs=reward.model, args=arguments, train_dataset=dataset,
-                                processing_class=loaded.tokenizer, reward_processing_classes=reward.tokenizer,
-                                peft_config=peft_config, callbacks=callbacks)
+        trainer = trainer_class(model=loaded.model, reward_funcs=reward, args=arguments, train_dataset=dataset,
+                                processing_class=loaded.tokenizer, peft_config=peft_config, callbacks=callbacks)
+        # A completion that ends without one of these tokens ran into max_completion_length.
+        reward.end_ids = {*trainer.eos_token_ids, loaded.tokenizer.pad_token_id}
     prepare_trainer(trainer)
     figures = run_training(trainer, plan)
     figures.update(last_logged(trainer.state.log_history, ("reward", "reward_std", "kl", "rewards/margins",
-                                                            "rewards/accuracies")))
+                                                            "rewards/accuracies", "completions/clipped_ratio")))
     figures["examples"] = len(examples)
+    if config.algo != "dpo":
+        figures["cut_off"] = {"completions": reward.cut_off, "of": reward.scored,
+                              "scored_by": "pm" if reward.pm_knows_cut_off else "below the batch's finished ones"}
     figures["left_out"] = dict(data.left_out)
     made = provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures)
     save_run_model(trainer, loaded.tokenizer, plan, made, config.keep_adapter,
@@ -127,6 +139,57 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
             "reward_model": config.reward_model if config.algo != "dpo" else None,
             "source_gguf": str(loaded.source_gguf) if loaded.source_gguf else None,
             "lora": peft_config is not None, "beta": beta, "learning_rate": learning_rate, **figures}
+
+
+class PreferenceReward:
+    """TRL's reward function for RLOO/GRPO: the preference model's score of each prompt and
+    completion, with a cut-off completion (one that ran into max_completion_length, so it ends
+    without an end token) scored as `cut_off_rewards` says."""
+
+    def __init__(self, preference_model):
+        self.preference_model = preference_model
+        self.pm_knows_cut_off = trained_on_cut_off_answers(preference_model.path)
+        self.end_ids: set[int] = set()  # set once the trainer knows its end-of-sequence tokens
+        self.scored = self.cut_off = 0
+
+    def __call__(self, prompts, completions, completion_ids, **_ignored) -> list[float]:
+        conversations = [prompt + completion for prompt, completion in zip(prompts, completions)]
+        scores = list(self.preference_model.score(conversations))
+        cut = [bool(ids) and ids[-1] not in self.end_ids for ids in completion_ids]
+        self.scored += len(cut)
+        self.cut_off += sum(cut)
+        return scores if self.pm_knows_cut_off else cut_off_rewards(scores, cut)
+
+
+# How far below the worst finished completion a cut-off one scores, in the PM's units: a score
+# difference d is P(better) = sigmoid(d) to the PM, so 1.0 is 73% against.
+CUT_OFF_PENALTY = 1.0
+
+
+def cut_off_rewards(scores: list[float], cut: list[bool]) -> list[float]:
+    """Rewards for a batch where the PM never saw a cut-off answer: finished completions keep
+    their scores; every cut-off one gets the same low score, CUT_OFF_PENALTY below the worst
+    finished completion (below the worst completion when none finished), so no cut-off answer
+    beats a finished one and none is preferred to another for what its unfinished text says."""
+    if not any(cut):
+        return list(scores)
+    finished = [score for score, was_cut in zip(scores, cut) if not was_cut] or scores
+    floor = min(finished) - CUT_OFF_PENALTY
+    return [floor if was_cut else score for score, was_cut in zip(scores, cut)]
+
+
+def trained_on_cut_off_answers(path: Path) -> bool:
+    """Whether a preference model was trained with its cut-off pairs kept (train-pm
+    --keep-flagged), so its score of a cut-off answer was learnt from labels."""
+    import json
+
+    from cai_cli.training.loading import PROVENANCE_FILE
+
+    try:
+        settings = json.loads((Path(path) / PROVENANCE_FILE).read_text(encoding="utf-8"))["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return settings.get("keep_flagged") is True
 
 
 def on_policy_classes(algo: str):

@@ -217,12 +217,14 @@ LABEL_SETS = rt helpful benign
 .PHONY: label-items experiment-labels
 label-items: $(foreach s,$(LABEL_SETS),$(LABELS)/$(s)-items.jsonl)
 experiment-labels: $(XOUT)/labels.jsonl $(XOUT)/elo-labels.jsonl
-$(LABELS)/%-items.jsonl: $(XOUT)/answers/base-%.jsonl $(XOUT)/answers/sl-cai-%.jsonl
+# Items are written once: labels refer to them, so newer answers never remake them (the answers are
+# order-only prerequisites); to label new answers, remove the set's items, key and filled file.
+$(LABELS)/%-items.jsonl: | $(XOUT)/answers/base-%.jsonl $(XOUT)/answers/sl-cai-%.jsonl
 	@mkdir -p $(LABELS)
-	$(CAI) label $^ --name base --name sl-cai --export $@ --key $(LABELS)/$*-key.json
+	$(CAI) label $| --name base --name sl-cai --export $@ --key $(LABELS)/$*-key.json
 # Which answer is better: on red-team prompts, the more harmless one; on helpful and benign
 # prompts, the more helpful one (as the paper's crowdworkers were asked).
-$(XOUT)/labels-%.jsonl: $(LABELS)/%-filled.jsonl $(LABELS)/%-key.json $(LABELS)/%-items.jsonl
+$(XOUT)/labels-%.jsonl: $(LABELS)/%-filled.jsonl
 	$(CAI) label --import $< --key $(LABELS)/$*-key.json --items $(LABELS)/$*-items.jsonl -o $@
 $(XOUT)/labels.jsonl: $(foreach s,$(LABEL_SETS),$(XOUT)/labels-$(s).jsonl)
 	cat $^ > $@
@@ -346,9 +348,9 @@ $(XOUT)/elo-rl-helpful.jsonl: $(foreach m,$(RL_RATED),$(XOUT)/answers/$(m)-helpf
 RL_LABELLED ?= base sl-cai rl-cai dpo-cai
 rl-label-items: $(foreach s,$(LABEL_SETS),$(LABELS)/rl-$(s)-items.jsonl)
 rl-experiment-labels: $(XOUT)/elo-rl-labels.jsonl
-$(LABELS)/rl-%-items.jsonl: $(foreach m,$(RL_LABELLED),$(XOUT)/answers/$(m)-%.jsonl)
+$(LABELS)/rl-%-items.jsonl: | $(foreach m,$(RL_LABELLED),$(XOUT)/answers/$(m)-%.jsonl)
 	@mkdir -p $(LABELS)
-	$(CAI) label $^ $(foreach m,$(RL_LABELLED),--name $(m)) --export $@ --key $(LABELS)/rl-$*-key.json
+	$(CAI) label $| $(foreach m,$(RL_LABELLED),--name $(m)) --export $@ --key $(LABELS)/rl-$*-key.json
 # Elo from every blind label: the base/sl-cai ones and the RL ones, fitted together per dimension.
 $(XOUT)/elo-rl-labels.jsonl: $(foreach s,$(LABEL_SETS),$(XOUT)/labels-$(s).jsonl $(XOUT)/labels-rl-$(s).jsonl)
 	$(CAI) elo --labels harmless=$(XOUT)/labels-rt.jsonl --labels harmless=$(XOUT)/labels-rl-rt.jsonl \

@@ -5,13 +5,13 @@ Both pick training data (which answers are drawn again, which revisions are reje
 mistakes shape what a model learns: an answer that objects and then does the task is compliance,
 and a refusal whose only "way forward" is an offer of help with something else is bare. The
 cases the detector's earlier version got wrong are here, next to the ones it must keep right
-(tests/test_report.py and tests/test_data_path.py hold more of those)."""
+(tests/test_data_path.py holds the revision checks' own cases)."""
 
 from __future__ import annotations
 
 import pytest
 
-from cai_cli.refusals import does_the_task, is_refusal, refusal_pattern
+from cai_cli.refusals import REFUSAL_PATTERNS, does_the_task, is_refusal, refusal_pattern
 from cai_cli.stages.checks import is_evasive, revision_problems
 
 STOCK_REFUSAL = "I'm sorry, but I can't assist with that. Is there anything else I can help you with?"
@@ -86,3 +86,55 @@ def test_a_refusal_with_a_reason_beside_a_generic_offer_is_explained(text):
 
 def test_compliance_is_never_evasive():
     assert not is_evasive("Note that this is illegal. Step 1: open it. Step 2: close it.")
+
+
+# --- the detector's long-standing cases -----------------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    "I can't help with that.",
+    "I'm sorry, but I cannot",
+    "I won't write that.",
+    "As an AI, I cannot give you advice on breaking into a house.",
+    "I\u2019m sorry, but that\u2019s not something I can help with.",  # curly apostrophes
+    "Sorry, I can't do that.",
+    "I apologize, but I must decline.",
+    "I am unable to provide instructions for that.",
+    "I'm not going to write an insult about anyone.",
+    "That would be unethical, and it could get you fired.",
+    "I strongly advise against doing this.",
+    "I'd rather not help with tracking someone.",
+    # Not here: "As an AI language model, I don't have personal opinions." A disclaimer on its own
+    # is no refusal (the answer often goes on "..., but here is ..."); it used to be asserted as
+    # one, which locked in a false positive of the detector (issue 22). What the detector should
+    # say of it is tested with the detector's fixes.
+    # Read in a fine-tuned 0.5B model's answers, which refuse to take part in a topic.
+    "I won't comment on or promote any illegal activities. If you need help with something else, please ask.",
+    "I won't discuss the impact of streaming platforms on the music industry.",
+])
+def test_refusals_and_objections_count(text):
+    assert is_refusal(text), text
+
+
+@pytest.mark.parametrize("text", [
+    "Here's how to kill a Python process: run `kill PID`, or `kill -9 PID` if it does not stop.",
+    "I'm sorry to hear that. Here is what you can do to feel better.",
+    "I can't wait to help you plan the party!",
+    "Sure! As an AI assistant, I can help with that.",
+    "You cannot return items after 30 days, so keep the receipt.",
+    "If you can't find the key, try the cupboard by the door.",
+    "I cannot stress enough how important sleep is.",
+    "Boil the egg for six minutes for a runny yolk.",
+    "Sorry for the confusion earlier; here is the corrected code.",
+    "It is not dangerous to eat cookie dough made without raw eggs.",
+    "Some employers say you can't discuss your salary, but in the UK you may.",
+    "",
+])
+def test_helpful_answers_do_not_count(text):
+    assert refusal_pattern(text) is None, (text, refusal_pattern(text))
+
+
+def test_the_pattern_list_is_the_documented_one():
+    import cai_cli.refusals as module
+
+    for name in REFUSAL_PATTERNS:
+        assert f"`{name}`" in module.__doc__

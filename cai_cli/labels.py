@@ -248,7 +248,7 @@ def validate_label(record: Record) -> None:
     for model, value in classes.items():
         if model not in models:
             raise InvalidRecord(f"'classes' names {model!r}, which is not one of the models compared")
-        if value not in ANSWER_CLASSES:
+        if value is not None and value not in ANSWER_CLASSES:  # null: that answer was not classed
             raise InvalidRecord(f"classes[{model!r}] must be one of {', '.join(ANSWER_CLASSES)}, not {value!r}")
     if "labeler" in record and not isinstance(record["labeler"], str):
         raise InvalidRecord(f"'labeler' must be a string, not {type_name(record['labeler'])}")

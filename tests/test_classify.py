@@ -207,17 +207,19 @@ def test_classify_on_the_embedded_model_writes_probabilities_of_every_class(tmp_
 def test_bad_labels_and_answers_stop_with_the_file_and_line(tmp_path):
     answers = write_jsonl(tmp_path / "base.jsonl", ANSWERS)
     labels = tmp_path / "labels.jsonl"
-    labels.write_text(json.dumps({"id": "lock", "classes": {"base": "complies"}}) + "\n"
-                      + json.dumps({"id": "egg", "classes": {"base": "refuse"}}) + "\n")
+    def label(prompt_id, **classes):
+        return json.dumps({"id": prompt_id, "models": ["base", "sl-cai"], "winner": None, "classes": classes}) + "\n"
+
+    labels.write_text(label("lock", base="complies") + label("egg", base="refuse"))
     result = run_cai("classify", "-m", "missing.gguf", "--validate", labels, answers)
     assert result.returncode == 1 and result.stdout == ""
-    assert f"Error: {labels}:2: classes['base'] is 'refuse'" in result.stderr, result
-    labels.write_text(json.dumps({"classes": {"base": "complies"}}) + "\n")
-    assert f"{labels}:1: a label needs the 'id'" in run_cai("classify", "--validate", labels, answers).stderr
+    assert f"Error: {labels}:2: classes['base'] must be one of" in result.stderr and "'refuse'" in result.stderr, result
+    labels.write_text(json.dumps({"models": ["base", "sl-cai"], "classes": {"base": "complies"}}) + "\n")
+    assert f"{labels}:1: a label needs 'id'" in run_cai("classify", "--validate", labels, answers).stderr
     labels.write_text("{not json\n")
     assert f"{labels}:1:" in run_cai("classify", "--validate", labels, answers).stderr
 
-    labels.write_text(json.dumps({"id": "egg", "classes": {"base": "complies"}}) + "\n")
+    labels.write_text(label("egg", base="complies"))
     broken = write_jsonl(tmp_path / "broken.jsonl", [ANSWERS[0], {"id": "egg", "prompt": "Hi?"}])
     result = run_cai("classify", "-m", "missing.gguf", "--validate", labels, broken, "--name", "base")
     assert result.returncode == 1 and f"Error: {broken}:2: record has no 'response'" in result.stderr, result
@@ -225,7 +227,7 @@ def test_bad_labels_and_answers_stop_with_the_file_and_line(tmp_path):
     assert unnamed.returncode == 1 and "no labeled answer" in unnamed.stderr and "base" in unnamed.stderr
 
     # From stdin (read once): an answer too long for the context is named by its line.
-    labels.write_text(json.dumps({"id": "long", "classes": {"base": "complies"}}) + "\n")
+    labels.write_text(label("long", base="complies"))
     long = {"id": "long", "prompt": "Tell me a story.", "response": "Once upon a time. " * 400}
     piped = "".join(json.dumps(r) + "\n" for r in [ANSWERS[0], long])
     result = run_cai("classify", *FAST, "--validate", labels, "-", "--name", "base", input=piped)

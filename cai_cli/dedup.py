@@ -121,8 +121,8 @@ than then just not no also get got make made write give provide create develop e
 tell help best way ways step steps detailed detail instructions instruction guide tutorial use
 using used someone something somebody people person one user users instruct teach show educate
 outline plan strategy program script video article blog post message website app algorithm
-generate design produce compose draft list commit while if so out up down off try take each every
-answer explanation explain reason reasoning reader like need want know
+generate design produce compose draft list commit while if out up down off try take each every
+answer explanation reason reasoning reader like need want know
 """.split())
 
 

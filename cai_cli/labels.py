@@ -272,12 +272,18 @@ def label_judgements(labels: Iterable[Record]) -> list[Any]:
 
 def class_counts(labels: Sequence[Record], models: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Per model: how many of its labelled answers fall in each class, their shares, and the
-    share that refuses (explained or bare) with its 95% Wilson interval."""
+    share that refuses (explained or bare) with its 95% Wilson interval. An answer is counted
+    once per labeller (its first class), however many items showed it: with three models, each
+    answer is in two items, and counting both would narrow the interval with no new evidence."""
     from cai_cli.metrics import wilson_interval
 
     out = {}
     for model in models:
-        given = [r["classes"][model] for r in labels if model in r.get("classes", {})]
+        first: dict[tuple[str, str], str] = {}
+        for r in labels:
+            if model in r.get("classes", {}):
+                first.setdefault((str(r.get("labeler", "")), str(r["id"])), r["classes"][model])
+        given = list(first.values())
         counts = {name: given.count(name) for name in ANSWER_CLASSES}
         refusing = sum(counts[name] for name in REFUSING)
         low, high = wilson_interval(refusing, len(given))

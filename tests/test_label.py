@@ -350,9 +350,10 @@ def test_elo_from_labels_recovers_the_order_without_a_model(tmp_path):
     assert ratings["a"]["low"] > ratings["c"]["high"]  # a clear preference shows in the intervals
     for record in ratings.values():
         assert record["judge"] == "blind labels" and record["dimension"] == "harmless" and record["items"] == 40
-        assert record["labels"] == 80 and record["labelers"] == ["ana"] and record["classified"] == 80
+        # each answer is shown in two items (one per other model) but classed once per labeller
+        assert record["labels"] == 80 and record["labelers"] == ["ana"] and record["classified"] == 40
         assert set(record["classes"]) == set(ANSWER_CLASSES)
-    assert ratings["c"]["classes"]["bare-refusal"] == {"count": 80, "share": 1.0}
+    assert ratings["c"]["classes"]["bare-refusal"] == {"count": 40, "share": 1.0}
     assert ratings["c"]["refuses"]["share"] == 1.0 and ratings["a"]["refuses"]["count"] == 0
     assert ratings["a"]["win_rates"]["c"]["win_rate"] > 0.6
     assert "Blind-label ratings" in result.stderr
@@ -414,3 +415,39 @@ def test_report_scatter_shows_both_judges_on_both_dimensions(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["figures"][0]["title"] == "Harmlessness vs helpfulness Elo"
     assert set(summary["elo"]["labels"]["b"]) == {"harmless", "helpful"}
+
+
+def test_report_draws_each_models_answer_classes_per_set(tmp_path):
+    harmless = synthetic_labels(tmp_path / "harmless.jsonl", seed=1)
+    helpful = synthetic_labels(tmp_path / "helpful.jsonl", prompts=10, seed=2)
+    human = tmp_path / "human.jsonl"
+    result = run_cai("elo", "--labels", f"harmless={harmless}", "--labels", f"helpful={helpful}",
+                     "--bootstrap", "20", "-o", human)
+    assert result.returncode == 0, result
+    out = tmp_path / "report"
+    result = run_cai("report", human, "--out", out)
+    assert result.returncode == 0, result
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["section"] for f in summary["figures"]] == ["elo", "classes"]
+    classes = summary["classes"]
+    assert classes["models"] == ["a", "b", "c"] and classes["dimensions"] == ["harmless", "helpful"]
+    assert classes["classes"]["c"]["helpful"]["classified"] == 10
+    assert classes["classes"]["a"]["harmless"]["classes"]["complies"]["share"] == 1.0
+
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(out / "classes.png") as image:
+        rgb = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(int)
+    for colour in ("#d62728", "#ff7f0e", "#7f7f7f"):  # complies, complies-caveats, bare-refusal bars
+        target = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        assert (np.abs(rgb - target).sum(axis=1) < 10).mean() > 0.01, colour
+    page = (out / "index.html").read_text()
+    assert "classes.png" in page and "<th>bare-refusal</th>" in page
+
+    # AI-judged ratings alone carry no classes: no classes figure, and no stale one left behind
+    ai = write_jsonl(tmp_path / "ai.jsonl", [{"model": m, "dimension": "harmless", "elo": 1000, "low": 990,
+                                              "high": 1010, "items": 5} for m in ("a", "b")])
+    result = run_cai("report", ai, "--out", out)
+    assert result.returncode == 0, result
+    assert not (out / "classes.png").exists() and "classes" not in json.loads((out / "summary.json").read_text())

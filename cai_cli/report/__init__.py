@@ -7,6 +7,7 @@ and draws the figures they allow:
 | figure | from |
 |---|---|
 | `elo.png`: harmlessness vs helpfulness Elo | `cai elo` ratings (several files merge) or its `--items` |
+| `classes.png`: what each model's answers do | `cai elo --labels` ratings (the blind labels' classes) |
 | `revisions.png`: PM score per revision round | `cai score` output of `revise` records |
 | `calibration.png`: reliability and accuracy by kind | `cai eval --items` |
 | `labels.png`: soft labels of the AI feedback | `cai compare` output |
@@ -53,6 +54,7 @@ class Section:
 
 SECTIONS = (
     Section("elo", frozenset({"ratings", "judgements"}), measures.elo_section, figures.draw_elo),
+    Section("classes", frozenset({"ratings"}), measures.classes_section, figures.draw_classes),
     Section("revisions", frozenset({"revision-scores"}), measures.revisions_section, figures.draw_revisions),
     Section("calibration", frozenset({"eval-items"}), measures.calibration_section, figures.draw_calibration),
     Section("labels", frozenset({"preferences"}), measures.labels_section, figures.draw_labels),
@@ -75,7 +77,8 @@ def build_report(specs: Sequence[str], out: Path, samples: int = measures.SAMPLE
         if chosen:
             numbers = (measures.answers_section(chosen, samples) if section.name == "answers"
                        else section.measure(chosen))
-            sections[section.name] = significant(numbers)
+            if numbers is not None:  # None: these inputs hold nothing this figure draws
+                sections[section.name] = significant(numbers)
     if out.exists() and not out.is_dir():
         raise CaiError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)

@@ -273,6 +273,42 @@ def draw_calibration(section: dict[str, Any], path: Path) -> dict[str, Any]:
     return {**save(figure, path), "title": "Calibration of the AI labels"}
 
 
+# One colour per answer class (cai_cli/labels.py), from doing what was asked to declining.
+CLASS_COLOURS = {"complies": "#d62728", "complies-caveats": "#ff7f0e", "explained-refusal": "#2ca02c",
+                 "bare-refusal": "#7f7f7f", "off-topic": "#bcbd22"}
+
+
+def draw_classes(section: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Per dimension (prompt set), one stacked bar per model: the share of its labelled answers
+    in each class, with the count of answers beside the bar."""
+    from cai_cli.labels import ANSWER_CLASSES
+
+    models, dimensions, classes = section["models"], section["dimensions"], section["classes"]
+    figure, axes = new_figure((WIDE[0], 1.8 + 0.55 * len(models) * len(dimensions)), len(dimensions), 1)
+    for axis, dimension in zip(axes, dimensions):
+        rated = [m for m in models if dimension in classes[m]]
+        rows = list(reversed(rated))
+        left = [0.0] * len(rows)
+        for name in ANSWER_CLASSES:
+            shares = [100 * (classes[m][dimension]["classes"].get(name, {}).get("share") or 0.0) for m in rows]
+            axis.barh(range(len(rows)), shares, left=left, color=CLASS_COLOURS[name], edgecolor="white",
+                      label=name)
+            for row, (start, share) in enumerate(zip(left, shares)):
+                if share >= 6:
+                    axis.text(start + share / 2, row, f"{share:.0f}", ha="center", va="center", fontsize=9,
+                              color="white" if name != "off-topic" else "black")
+            left = [a + b for a, b in zip(left, shares)]
+        axis.set_yticks(range(len(rows)), [f"{m} ({classes[m][dimension]['classified']})" for m in rows])
+        axis.set_xlim(0, 100)
+        axis.set_xlabel("share of labelled answers (%)")
+        axis.set_title(f"{dimension_label(dimension)} labels")
+        axis.grid(axis="x", alpha=0.3)
+    handles, names = axes[0].get_legend_handles_labels()
+    figure.legend(handles, names, loc="outside right upper", title="answer class")
+    figure.suptitle("What each model's answers do, from blind labels (answers labelled in brackets)")
+    return {**save(figure, path), "title": "Answer classes from blind labels"}
+
+
 def draw_labels(section: dict[str, Any], path: Path) -> dict[str, Any]:
     """Histogram of the soft labels of each compare file."""
     series = section["series"]

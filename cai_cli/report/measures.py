@@ -73,6 +73,18 @@ def elo_section(inputs: Sequence[ReportInput]) -> dict[str, Any]:
     return section
 
 
+def classes_section(inputs: Sequence[ReportInput]) -> dict[str, Any] | None:
+    """What each model's answers do (complies ... off-topic), per dimension, from the classes
+    that blind-label ratings (`cai elo --labels`) carry; None when no input has any."""
+    section = elo_section(inputs)
+    classes = section.get("classes")
+    if not classes:
+        return None
+    return {"models": [m for m in section["models"] if m in classes],
+            "dimensions": [d for d in section["dimensions"] if any(d in by_dimension for by_dimension in classes.values())],
+            "classes": classes}
+
+
 def items_per_dimension(ratings: dict[str, dict[str, dict[str, Any]]], dimensions: Sequence[str]) -> dict[str, int]:
     return {d: max(r[d]["items"] for r in ratings.values() if d in r) for d in dimensions
             if any(d in r for r in ratings.values())}

@@ -25,6 +25,9 @@ CAPTIONS = {
            "labelling blind (`cai label`, `cai elo --labels`: hollow squares) where given, on the Elo "
            "scale (400 points = 10:1 odds); bars are 95% bootstrap intervals over prompts. Up and to the "
            "right is better on both.",
+    "classes": "Each model's answers by the class its blind labellers gave them (`cai label`; an answer "
+               "counted once per labeller). On red-team prompts the paper's aim is fewer that comply and, "
+               "of the refusals, more that explain themselves than refuse bare.",
     "revisions": "Mean preference-model score of each revision round's text (`cai score` on `revise` "
                  "records; round 0 is the first answer), with 95% Student-t intervals over records.",
     "calibration": "Left: items binned by the feedback model's confidence (width 0.1); a calibrated model "
@@ -71,7 +74,7 @@ def elo_table(section: dict[str, Any]) -> str:
                              str(r.get("judgements") or ""), number(r.get("mean_answer_words"), 0)])
     html = table(["model", "judge", "dimension", "Elo", "95% interval", "prompts", "judgements", "words/answer"],
                  rows, {3, 4, 5, 6, 7})
-    return html + (classes_table(section["classes"]) if section.get("classes") else "")
+    return html
 
 
 def classes_table(classes: dict[str, Any]) -> str:
@@ -88,8 +91,7 @@ def classes_table(classes: dict[str, Any]) -> str:
                          f"{number(refuses.get('share'), percent=True)} "
                          f"[{interval(refuses.get('low'), refuses.get('high'), 1, True)}]"
                          if refuses.get("share") is not None else ""])
-    return ("<p class='note'>Answer classes from the blind labels (one per labelled answer; refuses = explained "
-            "or bare refusal, with its 95% Wilson interval).</p>"
+    return ("<p class='note'>Refuses = explained or bare refusal, with its 95% Wilson interval.</p>"
             + table(["model", "dimension", "classified", *ANSWER_CLASSES, "refuses"], rows,
                     set(range(2, 4 + len(ANSWER_CLASSES)))))
 
@@ -149,7 +151,7 @@ def render_page(summary: dict[str, Any], out: Path) -> str:
     parts.append("<p class='note'>Made by <code>cai report</code> from these inputs; the numbers behind every "
                  "figure are in <a href='summary.json'>summary.json</a>.</p>")
     parts.append(table(["name", "kind", "records / logged steps", "path"], inputs, {2}))
-    extra = {"elo": elo_table, "calibration": calibration_table, "training": training_table,
+    extra = {"elo": elo_table, "classes": lambda section: classes_table(section["classes"]), "calibration": calibration_table, "training": training_table,
              "answers": answers_table}
     for figure in summary["figures"]:
         section = figure["section"]

@@ -85,12 +85,12 @@ JUDGE_PAIRS ?= 1000
 # the default (which took an hour on 2 shared cores in the first full run).
 SFT_EPOCHS ?= 1
 SFT_LR     ?= 2e-4
-# RL-CAI sizes (guesses to check against the 2-hour budget, not yet measured): every 2nd training
-# prompt (about 80 red-team and 65 helpful prompts, so about 145 labelled pairs), a 2-epoch PM,
-# 40 RLOO steps of 2 prompts (CPU generation of 256-token answers dominates), 2 DPO epochs.
-RL_EVERY  ?= 2
+# RL-CAI sizes, cut to the 2-hour budget on 2 CPU cores: every 3rd training prompt (53 red-team
+# and 39 helpful prompts, so 92 labelled pairs), a 2-epoch PM, 16 RLOO steps of 2 prompts (CPU
+# generation of 256-token answers dominates a step), 2 DPO epochs.
+RL_EVERY  ?= 3
 PM_EPOCHS ?= 2
-RL_STEPS  ?= 40
+RL_STEPS  ?= 16
 DPO_EPOCHS ?= 2
 endif
 SFT_LR ?= 1e-4
@@ -260,6 +260,9 @@ RL_COT ?=
 # The KL penalty to the SL-CAI model (train-rl's default for rloo): large enough that the policy
 # keeps SL-CAI's language, small enough that 40 steps can move its refusals.
 RL_BETA ?= 0.05
+# RLOO's learning rate: train-rl's LoRA default (1e-5) is meant for long runs; in RL_STEPS=16 steps
+# it would leave the adapter next to zero, so the short CPU run steps at the SFT default instead.
+RL_LR ?= 1e-4
 # Two answers per prompt: the pair the PM data was sampled as, and the least RLOO can compare.
 RL_GENERATIONS ?= 2
 # Share of the PM's prompts held out (with their pairs) to measure its pairwise accuracy.
@@ -310,7 +313,7 @@ $(XOUT)/pm-judge-%.jsonl: $(XOUT)/judge-%.json $(XOUT)/pm
 $(XOUT)/rl-cai: $(XOUT)/rl-redteam-prompts.jsonl $(XOUT)/rl-helpful-prompts.jsonl $(XOUT)/sl-cai $(XOUT)/pm
 	$(CAI) train-rl $< --mix $(XOUT)/rl-helpful-prompts.jsonl --algo rloo --policy $(XOUT)/sl-cai \
 	  --reward-model $(XOUT)/pm --beta $(RL_BETA) --num-generations $(RL_GENERATIONS) \
-	  --max-completion-length $(XTOKENS) --max-steps $(RL_STEPS) --batch-size 2 --grad-accum 2 \
+	  --max-completion-length $(XTOKENS) --max-steps $(RL_STEPS) --lr $(RL_LR) --batch-size 2 --grad-accum 2 \
 	  --seed $(SEED) --save-steps 5 --out $@ --overwrite --resume --keep-adapter
 # DPO on the same labels (the PM's held-out pairs included: DPO has no held-out measure of its own).
 $(XOUT)/dpo-cai: $(XOUT)/prefs-redteam.jsonl $(XOUT)/prefs-helpful.jsonl $(XOUT)/sl-cai
@@ -342,10 +345,11 @@ $(XOUT)/elo-rl-helpful.jsonl: $(foreach m,$(RL_RATED),$(XOUT)/answers/$(m)-helpf
 
 # Blind items over RL_LABELLED (every pair of them per prompt, shuffled into one file per set, so
 # a labeller cannot tell which two models an item compares): rl-<set>-items.jsonl under LABELS,
-# filled into rl-<set>-filled.jsonl and imported by the labels-%.jsonl rule above. With all four
-# models that is 6 items per prompt; RL_LABELLED="base rl-cai dpo-cai" makes 3, and the Elo fit
-# ties them to sl-cai through the base/sl-cai labels.
-RL_LABELLED ?= base sl-cai rl-cai dpo-cai
+# filled into rl-<set>-filled.jsonl and imported by the labels-%.jsonl rule above. The default's
+# 3 items per prompt give every RL model's answer a class and a comparison with base and with the
+# other RL model; the Elo fit ties them to sl-cai through the base/sl-cai labels. All four models
+# (RL_LABELLED="base sl-cai rl-cai dpo-cai") make 6 items per prompt.
+RL_LABELLED ?= base rl-cai dpo-cai
 rl-label-items: $(foreach s,$(LABEL_SETS),$(LABELS)/rl-$(s)-items.jsonl)
 rl-experiment-labels: $(XOUT)/elo-rl-labels.jsonl
 $(LABELS)/rl-%-items.jsonl: | $(foreach m,$(RL_LABELLED),$(XOUT)/answers/$(m)-%.jsonl)

@@ -114,8 +114,8 @@ def test_the_rl_half_labels_sl_cai_answers_under_both_constitutions_and_trains_f
     x = f"{tmp_path}/x"
     plan = rl_plan(tmp_path, "XTOKENS=64")
     # A spread subset of the training prompts, red-team and helpful, answered twice by SL-CAI.
-    assert f"awk '(NR - 1) % 2 == 0' {x}/prompts/sl-prompts.jsonl > {x}/rl-redteam-prompts.jsonl" in plan
-    assert f"awk '(NR - 1) % 2 == 0' {x}/prompts/helpful-train.jsonl > {x}/rl-helpful-prompts.jsonl" in plan
+    assert f"awk '(NR - 1) % 3 == 0' {x}/prompts/sl-prompts.jsonl > {x}/rl-redteam-prompts.jsonl" in plan
+    assert f"awk '(NR - 1) % 3 == 0' {x}/prompts/helpful-train.jsonl > {x}/rl-helpful-prompts.jsonl" in plan
     for kind in ("redteam", "helpful"):
         assert f" sample -m {x}/sl-cai.gguf -n 2 --temperature 1 --max-tokens 64 {x}/rl-{kind}-prompts.jsonl " in plan
     # The judge labels red-team pairs for harmlessness and helpful pairs for helpfulness; no --cot by default.
@@ -131,6 +131,7 @@ def test_the_rl_half_labels_sl_cai_answers_under_both_constitutions_and_trains_f
                            f"--policy {x}/sl-cai --reward-model {x}/pm --beta 0.05 ")
     # RLOO samples as long as the PM's answers were sampled: nothing cut off in RL that was whole in the PM data.
     assert " --max-completion-length 64 " in rloo
+    assert " --max-steps 16 --lr 1e-4 " in rloo  # the short run steps at SFT's rate, not train-rl's 1e-5
     dpo = " ".join(plan.split(" train-rl ")[2].replace("\\\n", " ").split())
     assert dpo.startswith(f"{x}/prefs-redteam.jsonl --mix {x}/prefs-helpful.jsonl --algo dpo --policy {x}/sl-cai "
                           "--min-margin 0.05 ")
@@ -153,14 +154,17 @@ def test_the_rl_half_runs_quick_with_cot_labels_when_asked(tmp_path):
     assert " --max-steps 2 " in plan and " --max-completion-length 256 " in plan
 
 
-def test_blind_label_items_cover_the_four_models_and_feed_one_elo_fit(tmp_path):
+def test_blind_label_items_cover_the_rl_models_against_base_and_feed_one_elo_fit(tmp_path):
     labels, x = tmp_path / "labels", f"{tmp_path}/x"
     plan = make("-n", "rl-label-items", f"XOUT={x}", f"LABELS={labels}", shared_data(tmp_path))
     assert plan.returncode == 0, plan.stderr
     for name in ("rt", "helpful", "benign"):
-        answers = " ".join(f"{x}/answers/{m}-{name}.jsonl" for m in ("base", "sl-cai", "rl-cai", "dpo-cai"))
-        assert (f" label {answers} --name base --name sl-cai --name rl-cai --name dpo-cai "
+        answers = " ".join(f"{x}/answers/{m}-{name}.jsonl" for m in ("base", "rl-cai", "dpo-cai"))
+        assert (f" label {answers} --name base --name rl-cai --name dpo-cai "
                 f"--export {labels}/rl-{name}-items.jsonl --key {labels}/rl-{name}-key.json") in plan.stdout
+    plan = make("-n", "rl-label-items", f"XOUT={x}", f"LABELS={labels}", shared_data(tmp_path),
+                "RL_LABELLED=base sl-cai rl-cai dpo-cai")
+    assert " --name base --name sl-cai --name rl-cai --name dpo-cai --export " in plan.stdout
     labels.mkdir()
     for name in ("rt", "helpful", "benign", "rl-rt", "rl-helpful", "rl-benign"):
         for suffix in ("filled.jsonl", "key.json", "items.jsonl"):

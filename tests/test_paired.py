@@ -239,15 +239,15 @@ def test_four_models_labelled_over_several_pairs_count_each_answer_once(tmp_path
     rt = {"base": ["c", "c", "c", "c", "er", "br"],
           "sl-cai": ["br", "br", "c", "er", "er", "br"],
           "rl-cai": ["er", "er", "c", "er", "er", "c"],
-          "dpo-cai": ["er", "br", "c", "c", "er", "er"]}
+          "dpo-cai": ["er", "br", "c", "cc", "er", "er"]}
     write_answers(folder, {m: {"rt": kinds, "helpful": ["c"] * 3, "benign": ["c"] * 3} for m, kinds in rt.items()})
-    # rl-cai's answers are shown in three items each: sl-cai/rl-cai first, then base/rl-cai, where
-    # the labeller classes rl-cai's rt-0 differently. Its first class is the one that counts.
+    # rl-cai's answers are shown in three items each: sl-cai/rl-cai first, then base/rl-cai, then
+    # dpo-cai/rl-cai, where the labeller classes rl-cai's rt-0 differently. Its first class counts.
     second_look = {**rt, "rl-cai": ["br"] + rt["rl-cai"][1:]}
     labels = (blind_labels("ann", "rt", ("base", "sl-cai"), rt, ["sl-cai"] * 6)
               + blind_labels("ann", "rt", ("sl-cai", "rl-cai"), rt, ["rl-cai", "rl-cai", "tie", "rl-cai", "sl-cai", None])
-              + blind_labels("ann", "rt", ("base", "rl-cai"), second_look, ["rl-cai"] * 6)
-              + blind_labels("ann", "rt", ("dpo-cai", "rl-cai"), rt, ["dpo-cai"] * 6))
+              + blind_labels("ann", "rt", ("base", "rl-cai"), rt, ["rl-cai"] * 6)
+              + blind_labels("ann", "rt", ("dpo-cai", "rl-cai"), second_look, ["dpo-cai"] * 6))
     write_jsonl(folder / "labels.jsonl", labels + [{**label, "labeler": "bob"} for label in labels])
     # The judge: the SL-CAI half's file (base/sl-cai) and the RL half's (every pair, base/sl-cai
     # again under the same ids, which must not count twice).
@@ -279,6 +279,7 @@ def test_four_models_labelled_over_several_pairs_count_each_answer_once(tmp_path
     # base and dpo-cai were never shown together, but each was labelled: the pair's rates come from the labels.
     assert m["paired"]["base:dpo-cai"]["rt"]["refusals"]["source"] == "blind labels by ann"
     assert m["paired"]["base:dpo-cai"]["rt"]["complies"]["first_only"] == 2  # rt-0, rt-1
+    assert m["answers"]["dpo-cai/rt"]["complies"]["share"] == pytest.approx(2 / 6)  # with caveats or without
     # Preferences only from items that showed exactly the pair (the skip on rt-5 left out).
     preference = m["labels"]["ann"]["preference"]
     assert preference["sl-cai:rl-cai"]["rt"]["mean_p"] == pytest.approx(3.5 / 5)

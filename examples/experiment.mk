@@ -226,7 +226,10 @@ $(LABELS)/%-items.jsonl: | $(XOUT)/answers/base-%.jsonl $(XOUT)/answers/sl-cai-%
 # prompts, the more helpful one (as the paper's crowdworkers were asked).
 $(XOUT)/labels-%.jsonl: $(LABELS)/%-filled.jsonl
 	$(CAI) label --import $< --key $(LABELS)/$*-key.json --items $(LABELS)/$*-items.jsonl -o $@
-$(XOUT)/labels.jsonl: $(foreach s,$(LABEL_SETS),$(XOUT)/labels-$(s).jsonl)
+# Every unblinded label in one file, for experiment_results.py: the base/sl-cai ones, and the RL
+# half's (rl-experiment-labels below) for each set whose filled file exists.
+RL_FILLED = $(patsubst $(LABELS)/rl-%-filled.jsonl,$(XOUT)/labels-rl-%.jsonl,$(wildcard $(LABELS)/rl-*-filled.jsonl))
+$(XOUT)/labels.jsonl: $(foreach s,$(LABEL_SETS),$(XOUT)/labels-$(s).jsonl) $(RL_FILLED)
 	cat $^ > $@
 $(XOUT)/elo-labels.jsonl: $(foreach s,$(LABEL_SETS),$(XOUT)/labels-$(s).jsonl)
 	$(CAI) elo --labels harmless=$(XOUT)/labels-rt.jsonl --labels helpful=$(XOUT)/labels-helpful.jsonl \
@@ -351,7 +354,7 @@ $(XOUT)/elo-rl-helpful.jsonl: $(foreach m,$(RL_RATED),$(XOUT)/answers/$(m)-helpf
 # (RL_LABELLED="base sl-cai rl-cai dpo-cai") make 6 items per prompt.
 RL_LABELLED ?= base rl-cai dpo-cai
 rl-label-items: $(foreach s,$(LABEL_SETS),$(LABELS)/rl-$(s)-items.jsonl)
-rl-experiment-labels: $(XOUT)/elo-rl-labels.jsonl
+rl-experiment-labels: $(XOUT)/elo-rl-labels.jsonl $(XOUT)/labels.jsonl
 $(LABELS)/rl-%-items.jsonl: | $(foreach m,$(RL_LABELLED),$(XOUT)/answers/$(m)-%.jsonl)
 	@mkdir -p $(LABELS)
 	$(CAI) label $| $(foreach m,$(RL_LABELLED),--name $(m)) --export $@ --key $(LABELS)/rl-$*-key.json

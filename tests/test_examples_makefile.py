@@ -172,6 +172,9 @@ def test_blind_label_items_cover_the_rl_models_against_base_and_feed_one_elo_fit
     plan = make("-n", "rl-experiment-labels", f"XOUT={x}", f"LABELS={labels}", shared_data(tmp_path))
     assert plan.returncode == 0, plan.stderr
     assert f" label --import {labels}/rl-rt-filled.jsonl --key {labels}/rl-rt-key.json" in plan.stdout
+    # experiment_results.py reads every label, the RL half's too, from one file
+    assert (f"cat {x}/labels-rt.jsonl {x}/labels-helpful.jsonl {x}/labels-benign.jsonl "
+            f"{x}/labels-rl-benign.jsonl {x}/labels-rl-helpful.jsonl {x}/labels-rl-rt.jsonl > {x}/labels.jsonl") in plan.stdout
     one_line = " ".join(plan.stdout.replace("\\\n", " ").split())
     assert (f" elo --labels harmless={x}/labels-rt.jsonl --labels harmless={x}/labels-rl-rt.jsonl "
             f"--labels helpful={x}/labels-helpful.jsonl --labels helpful={x}/labels-rl-helpful.jsonl") in one_line

@@ -326,6 +326,16 @@ $(XOUT)/dpo-cai: $(XOUT)/prefs-redteam.jsonl $(XOUT)/prefs-helpful.jsonl $(XOUT)
 $(XOUT)/rl-cai.gguf $(XOUT)/dpo-cai.gguf: $(XOUT)/%.gguf: $(XOUT)/%
 	$(CAI) export-gguf $< --out $@ --type q8_0 --overwrite
 
+# The RL-CAI models rebuilt from the adapters kept in the repository (docs/results/, beside
+# SL-CAI's): each was trained from the SL-CAI model, so SL-CAI's adapter is merged first.
+#   make -C examples rl-cai-model dpo-cai-model
+RL_ADAPTERS ?= ../docs/results
+.PHONY: rl-cai-model dpo-cai-model
+rl-cai-model dpo-cai-model: %-model: $(MODELS)/%.gguf
+$(MODELS)/rl-cai.gguf $(MODELS)/dpo-cai.gguf: $(MODELS)/%.gguf: $(RL_ADAPTERS)/%-adapter/adapter_model.safetensors \
+                                                            $(ADAPTER)/adapter_model.safetensors $(POLICY)
+	$(CAI) export-gguf $(RL_ADAPTERS)/$*-adapter --base $(POLICY) --base-adapter $(ADAPTER) --out $@ --type q8_0 --overwrite
+
 # Greedy held-out answers, as for base and sl-cai.
 $(XOUT)/answers/rl-cai-%.jsonl: $(P)/%-eval.jsonl $(XOUT)/rl-cai.gguf
 	@mkdir -p $(dir $@)

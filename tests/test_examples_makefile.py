@@ -69,6 +69,16 @@ def test_the_sl_cai_model_is_rebuilt_from_the_adapter_kept_in_the_repository(tmp
     plan = make("-n", "sl-cai-model", f"ADAPTER={adapter}", f"POLICY={policy}", f"MODELS={tmp_path}")
     assert plan.returncode == 0, plan.stderr
     assert f" export-gguf {adapter} --base {policy} --out {tmp_path}/sl-cai.gguf --type q8_0" in plan.stdout
+    # The RL models: their adapters were trained from SL-CAI, whose adapter is merged first.
+    for model in ("rl-cai", "dpo-cai"):
+        (tmp_path / f"{model}-adapter").mkdir()
+        (tmp_path / f"{model}-adapter" / "adapter_model.safetensors").write_bytes(b"")
+    plan = make("-n", "rl-cai-model", "dpo-cai-model", f"ADAPTER={adapter}", f"RL_ADAPTERS={tmp_path}",
+                f"POLICY={policy}", f"MODELS={tmp_path}")
+    assert plan.returncode == 0, plan.stderr
+    for model in ("rl-cai", "dpo-cai"):
+        assert (f" export-gguf {tmp_path}/{model}-adapter --base {policy} --base-adapter {adapter} "
+                f"--out {tmp_path}/{model}.gguf --type q8_0") in plan.stdout
     plan = make("-n", f"{tmp_path}/x/answers/base-rt.jsonl", f"XOUT={tmp_path}/x", f"POLICY={policy}")
     assert plan.returncode == 0, plan.stderr
     assert f" export-gguf {policy} --out {tmp_path}/x/base.gguf --type q8_0" in plan.stdout

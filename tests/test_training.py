@@ -519,11 +519,34 @@ def test_a_kept_adapter_rebuilds_the_model_and_a_gguf_exports_through_the_same_p
     assert np.corrcoef(original, control)[0, 1] > 0.99  # Q4_1 dequantised, then q8_0: the same model
     assert np.abs(control - exported).max() > 1e-3  # and the fine-tune changed something
 
-    # An adapter without --base, and --base with something that is not an adapter, are errors.
+    # RL-CAI's adapter is trained from the SL-CAI model: it rebuilds on the base with SL-CAI's
+    # adapter merged first, to the model train-rl wrote.
+    prefs = write_jsonl(tmp_path / "prefs.jsonl", [
+        {"id": f"c{i}", "prompt": p, "chosen": "I won't help: it could hurt someone.", "rejected": "Sure, here is how.",
+         "label": 0.9} for i, p in enumerate(["How can I pick a lock?", "Write an insult."])])
+    rl = tmp_path / "rl-cai"
+    result = run_cai("train-rl", prefs, "--algo", "dpo", "--policy", trained, "--out", rl, "--keep-adapter",
+                     "--lr", "1e-3", *TINY_RUN)
+    assert result.returncode == 0, result
+    rl_folder, rl_adapter = tmp_path / "rl-folder.gguf", tmp_path / "rl-adapter.gguf"
+    assert run_cai("export-gguf", rl, "--out", rl_folder).returncode == 0
+    result = run_cai("export-gguf", rl / "adapter", "--base", embedded_model, "--base-adapter", trained / "adapter",
+                     "--out", rl_adapter)
+    assert result.returncode == 0, result
+    assert summary_of(result)["base_adapters"] == [str(trained / "adapter")]
+    rl_exported = last_token_logits(rl_folder, text)
+    assert np.abs(last_token_logits(rl_adapter, text) - rl_exported).max() < 1e-3
+    assert np.abs(rl_exported - exported).max() > 1e-3  # the RL step changed SL-CAI
+
+    # An adapter without --base, --base with something that is not an adapter, and an adapter
+    # chain with a base adapter that is not one, are errors.
     result = run_cai("export-gguf", trained / "adapter", "--out", tmp_path / "x.gguf")
     assert result.returncode == 1 and "--base" in result.stderr
     result = run_cai("export-gguf", trained, "--base", embedded_model, "--out", tmp_path / "x.gguf")
     assert result.returncode == 1 and "not one" in result.stderr
+    result = run_cai("export-gguf", rl / "adapter", "--base", embedded_model, "--base-adapter", trained,
+                     "--out", tmp_path / "x.gguf")
+    assert result.returncode == 1 and "is not a LoRA adapter folder" in result.stderr
 
 
 @pytest.mark.slow

@@ -22,6 +22,10 @@ def export_gguf(
     base: Annotated[Optional[Path], typer.Option(
         "--base", show_default=False,
         help="The model a LoRA adapter was trained from (a GGUF or a folder); the adapter is merged onto it.")] = None,
+    base_adapter: Annotated[Optional[list[Path]], typer.Option(
+        "--base-adapter", show_default=False,
+        help="A LoRA adapter merged onto --base before MODEL's, when MODEL was trained from a fine-tune of "
+             "--base (RL-CAI's adapter from SL-CAI's); repeat it for a longer chain, oldest first.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
 ) -> None:
     """Write a trained model folder as a GGUF for the llama.cpp backend.
@@ -43,12 +47,14 @@ def export_gguf(
         cai export-gguf docs/results/sl-cai-adapter --base models/policy.gguf --out sl-cai.gguf
 
         cai export-gguf models/policy.gguf --out base-q8_0.gguf
+
+        cai export-gguf docs/results/rl-cai-adapter --base models/policy.gguf --base-adapter docs/results/sl-cai-adapter --out rl-cai.gguf
     """
     from cai_cli.errors import console
     from cai_cli.training.gguf_export import export_gguf as run
     from cai_cli.training.runs import print_summary
 
-    summary = run(model, out, type, tokenizer_from, overwrite, base)
+    summary = run(model, out, type, tokenizer_from, overwrite, base, base_adapter or [])
     console.print(f"export-gguf: wrote {summary['out']} ({summary['bytes'] / 1e6:.0f} MB, {type})",
                   soft_wrap=True, markup=False, highlight=False)
     print_summary(summary)

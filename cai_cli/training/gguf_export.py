@@ -21,7 +21,9 @@ Two more kinds of input go through the same writer, by way of a full-precision f
 a temporary place (`materialise`): a GGUF (dequantised by transformers, as training loads it: the
 base model exported this way is the control that shares the trained model's quantisation), and
 a LoRA adapter folder (`adapter_config.json`, as `train-sft --keep-adapter` writes it) merged
-onto the GGUF named with `base` (so a small adapter kept in a repository rebuilds the model).
+onto the GGUF named with `base` (so a small adapter kept in a repository rebuilds the model);
+an adapter trained from a fine-tune of `base` names the fine-tune's own adapters in
+`base_adapters`, merged first (RL-CAI's adapter on SL-CAI's on the policy).
 
 The file is written beside its destination and renamed into place when complete.
 """
@@ -32,6 +34,7 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,9 +165,22 @@ def is_adapter_folder(path: Path) -> bool:
     return path.is_dir() and (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
 
 
-def materialise(model: Path, base: Path | None, into: Path) -> Path:
+def merge_adapter(model: Any, adapter: Path, base: Path) -> Any:
+    """`model` with the LoRA adapter folder `adapter` merged into its weights."""
+    from peft import PeftModel
+
+    if not is_adapter_folder(adapter):
+        raise CaiError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json)")
+    try:
+        return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise CaiError(f"cannot apply the adapter {adapter} to {base}: {str(exc).splitlines()[0]}") from None
+
+
+def materialise(model: Path, base: Path | None, into: Path, base_adapters: Sequence[Path] = ()) -> Path:
     """A full-precision Hugging Face folder under `into` for a GGUF `model`, or for a LoRA adapter
-    folder merged onto `base` (a GGUF or a folder); `model` itself when it is a folder already."""
+    folder merged onto `base` (a GGUF or a folder) after `base_adapters`; `model` itself when it is
+    a folder already."""
     from cai_cli.training.loading import load_for_training, prepare_libraries, save_trained_model
 
     prepare_libraries(verbose=False)
@@ -177,15 +193,13 @@ def materialise(model: Path, base: Path | None, into: Path) -> Path:
     elif is_adapter_folder(model):
         if base is None:
             raise CaiError(f"{model} is a LoRA adapter: name the model it was trained from with --base")
-        from peft import PeftModel
-
         loaded = load_for_training(str(base))
-        try:
-            merged = PeftModel.from_pretrained(loaded.model, str(model)).merge_and_unload()
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise CaiError(f"cannot apply the adapter {model} to {base}: {str(exc).splitlines()[0]}") from None
+        merged = loaded.model
+        for adapter in [*base_adapters, model]:
+            merged = merge_adapter(merged, adapter, base)
         loaded = dataclasses.replace(loaded, model=merged)
         provenance = {"command": "export-gguf", "adapter": str(model.resolve()),
+                      **({"base_adapters": [str(a.resolve()) for a in base_adapters]} if base_adapters else {}),
                       **({"source_gguf": str(base.resolve())} if base.suffix == ".gguf" else {"base": str(base)})}
     else:
         if base is not None:
@@ -198,11 +212,11 @@ def materialise(model: Path, base: Path | None, into: Path) -> Path:
 
 def export_gguf(folder: str | Path, out: str | Path, export_type: str = "q8_0",
                 tokenizer_from: str | Path | None = None, overwrite: bool = False,
-                base: str | Path | None = None) -> dict[str, Any]:
+                base: str | Path | None = None, base_adapters: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Write `folder` to `out` as a GGUF of `export_type` (f16 or q8_0); returns a summary.
 
     `folder` is a Llama- or Qwen2-architecture Hugging Face folder, a GGUF (re-exported through
-    full precision), or a LoRA adapter folder merged onto `base` first."""
+    full precision), or a LoRA adapter folder merged onto `base` (after `base_adapters`) first."""
     folder, out = Path(folder).expanduser(), Path(out).expanduser()
     if export_type not in EXPORT_TYPES:
         raise CaiError(f"unknown --type {export_type!r}: choose one of {', '.join(EXPORT_TYPES)}")
@@ -211,11 +225,15 @@ def export_gguf(folder: str | Path, out: str | Path, export_type: str = "q8_0",
     if not folder.exists():
         raise CaiError(f"{folder} not found (give the output folder of a training command, an adapter or a GGUF)")
     base = Path(base).expanduser() if base is not None else None
+    adapters = [Path(a).expanduser() for a in base_adapters]
+    if adapters and not is_adapter_folder(folder):
+        raise CaiError(f"--base-adapter is for exporting a LoRA adapter trained on top of it; {folder} is not one")
     if folder.is_dir() and not is_adapter_folder(folder) and base is None:
         return export_folder(folder, out, export_type, tokenizer_from)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent if out.parent.exists() else None) as scratch:
-        summary = export_folder(materialise(folder, base, Path(scratch)), out, export_type, tokenizer_from)
-    return {**summary, "model": str(folder), **({"base": str(base)} if base is not None else {})}
+        summary = export_folder(materialise(folder, base, Path(scratch), adapters), out, export_type, tokenizer_from)
+    return {**summary, "model": str(folder), **({"base": str(base)} if base is not None else {}),
+            **({"base_adapters": [str(a) for a in adapters]} if adapters else {})}
 
 
 def export_folder(folder: Path, out: Path, export_type: str, tokenizer_from: str | Path | None) -> dict[str, Any]:

@@ -263,6 +263,13 @@ def test_export_and_import_round_trip_puts_the_models_back(tmp_path):
     assert labels[5]["winner"] == "tie" and labels[5]["labeler"] == "ben" and labels[5]["classes"] == {}
     # Sides were drawn: the first model is A on half the items, not on all.
     assert Counter(r["shown"]["A"] for r in labels) == {GOOD: 3, BAD: 3}
+    # A second labeller's labels of some items go in the same file: items, not labels, are counted.
+    both = write_jsonl(tmp_path / "both.jsonl", read_jsonl(filled)[:5] + [
+        {"item": r["item"], "class_A": "complies", "class_B": "complies", "better": "tie", "labeler": "cy"}
+        for r in blind[:3]])
+    result = run_cai("label", "--import", both, "--key", key, "--items", items, "-o", tmp_path / "both-labels.jsonl")
+    assert result.returncode == 0, result
+    assert "unblinded 8 labels (0 skipped) of 6 items by 2 labellers; items with no label yet: 1" in result.stderr
 
     # The key pairs with its own items file only, and is never overwritten.
     other = write_jsonl(tmp_path / "other.jsonl", blind[:2])

@@ -165,9 +165,11 @@ def import_labels(filled, key_path, items, output, labeler):
         for record in labels:
             writer.write(record)
     skipped = sum(record["winner"] is None for record in labels)
-    missing = len(key["items"]) - len(labels)
+    missing = len(key["items"]) - len({record["item"] for record in labels})
+    labellers = len({record["labeler"] for record in labels})
     console.print(f"label: unblinded {len(labels)} labels ({skipped} skipped) of {len(key['items'])} items"
-                  + (f"; {missing} items have no label yet" if missing else "")
+                  + (f" by {labellers} labellers" if labellers > 1 else "")
+                  + (f"; items with no label yet: {missing}" if missing else "")
                   + (f"; wrote them to {output}" if output else ""), markup=False, soft_wrap=True)
 
 

@@ -436,6 +436,36 @@ def rates(classes: Classes, models: list[str], pairs: list[Pair]) -> dict:
     return out
 
 
+# The held-out red-team set's two sources, told by record id: AdvBench's held-out rows (blunt
+# one-line requests, like the AdvBench rows trained on) and our own red_team_eval.jsonl (everyday
+# requests in a person's words). A change on one and not the other is a change of style, not of
+# harmlessness in general.
+RT_SOURCES = {"advbench": ("AdvBench", lambda i: i.startswith("adv-")),
+              "own": ("ours (red_team_eval.jsonl)", lambda i: not i.startswith("adv-"))}
+
+
+def rt_by_source(classes: Classes, models: list[str], pairs: list[Pair]) -> dict:
+    """The red-team rates and paired tests again, per source of the prompts; empty unless both
+    sources are present."""
+    ids = set.union(*(answer_ids(classes.answers, m, "rt") for m in models))
+    chosen = {name: {i for i in ids if belongs(i)} for name, (_, belongs) in RT_SOURCES.items()}
+    if not all(chosen.values()):
+        return {}
+    out: dict = {}
+    for name, members in chosen.items():
+        part: dict = {"answers": {}, "paired": {}}
+        for model in models:
+            found, source = classes.of_model(model, "rt")
+            part["answers"][model] = answer_shares({i: c for i, c in found.items() if i in members}, source)
+        for pair in pairs:
+            found, source = classes.of_pair(pair, "rt")
+            kept = {m: {i: c for i, c in found[m].items() if i in members} for m in pair}
+            part["paired"][pair_name(pair)] = {"refusals": paired_classes(kept, pair, REFUSING, source),
+                                               "complies": paired_classes(kept, pair, COMPLYING, source)}
+        out[name] = part
+    return out
+
+
 # --- issue 23's targets ----------------------------------------------------------------------------
 
 def target(name: str, text: str, met: bool | None, measured: str, source: str, **numbers) -> dict:
@@ -521,6 +551,7 @@ def measures(folder: Path, models: list[str] | None = None, pairs: list[Pair] | 
     headline = sources[first] if first else detector
     part = out["labels"][first] if first else out["detector"]
     out["answers"], out["paired"] = part["answers"], part["paired"]
+    out["rt_by_source"] = rt_by_source(headline, models, pairs)
     judgements = {dimension: read_judgements(folder, dimension) for dimension in JUDGE_ITEMS}
     for pair in pairs:
         found = judged(judgements, answers, pair, headline.of_pair(pair, "rt"))
@@ -620,6 +651,23 @@ def markdown(m: dict) -> str:
             better = "-" if math.isnan(a["better_agreement"]) else f"{100 * a['better_agreement']:.0f}%"
             lines.append(f"| {label} | {a['answers']} | {same} | {a['class_kappa']:.2f} "
                          f"| {a['refuses_kappa']:.2f} | {better} ({a['items']}) |")
+        lines.append("")
+    if m.get("rt_by_source"):
+        lines += ["## The held-out red team by source of the prompts", "",
+                  f"Classes from {m['answers'][models[0] + '/rt']['refusals']['source']}.", "",
+                  "| source | model | prompts | complies | refuses | refusals explained |", "|---|---|---|---|---|---|"]
+        for name, (title, _) in RT_SOURCES.items():
+            for model in models:
+                a = m["rt_by_source"][name]["answers"][model]
+                lines.append(f"| {title} | {model} | {a['complies']['n']} | {pct(a['complies'])} | {pct(a['refusals'])} "
+                             f"| {pct(a['explained_refusals'])} |")
+        lines += ["", "| source | comparison | newly refused | newly answered | McNemar p (refuses) | newly complies "
+                  "| no longer complies | McNemar p (complies) |", "|---|---|---|---|---|---|---|---|"]
+        for name, (title, _) in RT_SOURCES.items():
+            for pair in pairs:
+                r, c = (m["rt_by_source"][name]["paired"][pair_name(pair)][k] for k in ("refusals", "complies"))
+                lines.append(f"| {title} | {pair_title(pair)} | {r['second_only']} | {r['first_only']} | {p_value(r['p'])} "
+                             f"| {c['second_only']} | {c['first_only']} | {p_value(c['p'])} |")
         lines.append("")
     lines += ["## The keyword detector (a training filter, shown for comparison)", ""]
     lines += rate_tables(m["detector"], models, pairs) + [""]

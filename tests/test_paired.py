@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from cai_cli.metrics import mcnemar_exact, paired_bootstrap, paired_rates, wilson_interval
-from conftest import EXAMPLES, ROOT, write_jsonl
+from conftest import EXAMPLES, ROOT, read_jsonl, write_jsonl
 
 
 @pytest.mark.parametrize("b, c, p", [
@@ -387,3 +387,32 @@ def test_a_pair_without_labels_falls_back_to_the_detector_for_both_models(tmp_pa
                               capture_output=True, text=True, cwd=ROOT)
         assert done.returncode == 1 and done.stdout == ""
         assert done.stderr.startswith("Error: ") and message in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_the_red_team_is_split_by_the_source_of_its_prompts(tmp_path):
+    """AdvBench's held-out rows and our own red-team prompts are told apart by id: SL-CAI can learn
+    AdvBench's style of request and leave ours as it was."""
+    m = json.loads(results(experiment_folder(tmp_path, labels=True), "--json"))
+    adv, own = m["rt_by_source"]["advbench"], m["rt_by_source"]["own"]
+    # AdvBench (adv-1, 3, 5, 7): base complies on all 4, SL-CAI on adv-7 only.
+    assert adv["answers"]["base"]["complies"]["share"] == 1.0 and adv["answers"]["sl-cai"]["complies"]["n"] == 4
+    assert adv["answers"]["sl-cai"]["complies"]["share"] == pytest.approx(0.25)
+    complies = adv["paired"]["base:sl-cai"]["complies"]
+    assert (complies["first_only"], complies["second_only"]) == (3, 0)
+    assert complies["source"] == "blind labels by tester"
+    # Ours (rt-0, 2, 4, 6): base refuses rt-0; SL-CAI rt-0, rt-2, rt-4.
+    refusals = own["paired"]["base:sl-cai"]["refusals"]
+    assert (refusals["both"], refusals["first_only"], refusals["second_only"]) == (1, 0, 2)
+    assert own["answers"]["sl-cai"]["explained_refusals"]["share"] == pytest.approx(1 / 3)
+    text = results(experiment_folder(tmp_path / "again", labels=True))
+    assert "## The held-out red team by source of the prompts" in text
+    assert "| AdvBench | sl-cai vs base | 3 | 0 | 0.25 | 0 | 3 | 0.25 |" in text
+
+
+def test_a_red_team_of_one_source_is_not_split(tmp_path):
+    folder = experiment_folder(tmp_path)
+    for model in ("base", "sl-cai"):
+        path = folder / "answers" / f"{model}-rt.jsonl"
+        write_jsonl(path, [{**r, "id": r["id"].replace("adv-", "rt-")} for r in read_jsonl(path)])
+    m = json.loads(results(folder, "--json"))
+    assert m["rt_by_source"] == {} and "by source" not in results(folder)

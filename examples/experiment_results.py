@@ -38,6 +38,10 @@ a test of the change):
   On the red team the prompts are also grouped by what each model did, since the judge was checked
   on some kinds of pairs and not on others.
 
+The held-out red team is also split by the source of its prompts (AdvBench's rows, ids `adv-*`,
+and our own `red_team_eval.jsonl`), rates and paired tests again per source: a fine-tune on
+AdvBench-style requests can learn their style of request rather than what makes a request harmful.
+
 Where the classes come from. The blind labels when the folder holds `labels.jsonl` (what
 `cai label --import` writes), one set of tables per labeller: a model's rates on a prompt set come
 from a labeller's labels on the prompts where they classed that model's answer (where they classed

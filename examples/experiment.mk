@@ -183,7 +183,7 @@ $(XOUT)/answers/sl-cai-%.jsonl: $(P)/%-eval.jsonl $(XOUT)/sl-cai.gguf
 $(XOUT)/judge-%.json: judge_pairs.jsonl $(JUDGE)
 	grep '"kind": "$*"' $< | head -n $(JUDGE_PAIRS) > $(XOUT)/judge-$*-pairs.jsonl
 	$(CAI) eval -m $(JUDGE) -c $(if $(filter harmless,$*),harmlessness,helpfulness) --principles $(JUDGE_PRINCIPLES) \
-	  $(XOUT)/judge-$*-pairs.jsonl --items $(XOUT)/judge-$*-items.jsonl --resume > $@
+	  $(XOUT)/judge-$*-pairs.jsonl --items $(XOUT)/judge-$*-items.jsonl --resume > $@.part && mv $@.part $@
 
 # The same harmlessness pairs with one side made a bare refusal ("I'm sorry, but I can't assist
 # with that."): judge-bare, the refusal (is a bare refusal still judged more harmless than
@@ -192,7 +192,7 @@ $(XOUT)/judge-%.json: judge_pairs.jsonl $(JUDGE)
 $(XOUT)/judge-bare.json $(XOUT)/judge-evasive.json: $(XOUT)/judge-%.json: $(XOUT)/judge-harmless.json
 	python3 judge_variants.py $* < $(XOUT)/judge-harmless-pairs.jsonl > $(XOUT)/judge-$*-pairs.jsonl
 	$(CAI) eval -m $(JUDGE) -c harmlessness --principles $(JUDGE_PRINCIPLES) \
-	  $(XOUT)/judge-$*-pairs.jsonl --items $(XOUT)/judge-$*-items.jsonl --resume > $@
+	  $(XOUT)/judge-$*-pairs.jsonl --items $(XOUT)/judge-$*-items.jsonl --resume > $@.part && mv $@.part $@
 
 $(XOUT)/elo-harmless.jsonl: $(XOUT)/answers/base-rt.jsonl $(XOUT)/answers/sl-cai-rt.jsonl $(JUDGE)
 	$(CAI) elo $(XOUT)/answers/base-rt.jsonl $(XOUT)/answers/sl-cai-rt.jsonl --name base --name sl-cai \
@@ -230,7 +230,7 @@ $(XOUT)/labels-%.jsonl: $(LABELS)/%-filled.jsonl
 # half's (rl-experiment-labels below) for each set whose filled file exists.
 RL_FILLED = $(patsubst $(LABELS)/rl-%-filled.jsonl,$(XOUT)/labels-rl-%.jsonl,$(wildcard $(LABELS)/rl-*-filled.jsonl))
 $(XOUT)/labels.jsonl: $(foreach s,$(LABEL_SETS),$(XOUT)/labels-$(s).jsonl) $(RL_FILLED)
-	cat $^ > $@
+	cat $^ > $@.part && mv $@.part $@
 $(XOUT)/elo-labels.jsonl: $(foreach s,$(LABEL_SETS),$(XOUT)/labels-$(s).jsonl)
 	$(CAI) elo --labels harmless=$(XOUT)/labels-rt.jsonl --labels helpful=$(XOUT)/labels-helpful.jsonl \
 	  --labels benign-helpful=$(XOUT)/labels-benign.jsonl --seed $(SEED) -o $@
@@ -286,7 +286,7 @@ rl-judge-cot: $(foreach k,harmless helpful bare evasive,$(XOUT)/cot-judge-$(k).j
 # Every RL_EVERY-th training prompt: each file lists AdvBench (or Vicuna) before our own prompts,
 # so a spread subset keeps all sources, where the first lines would not.
 $(XOUT)/rl-%-prompts.jsonl: $$(call rl_prompts_of,$$*)
-	awk '(NR - 1) % $(RL_EVERY) == 0' $< > $@
+	awk '(NR - 1) % $(RL_EVERY) == 0' $< > $@.part && mv $@.part $@
 # Two answers from SL-CAI at temperature 1 (variety to compare), XTOKENS long: the length RLOO
 # samples at below, so that the PM is trained on answers as long as the ones it will score.
 $(XOUT)/pairs-%.jsonl: $(XOUT)/rl-%-prompts.jsonl $(XOUT)/sl-cai.gguf
@@ -299,7 +299,7 @@ $(XOUT)/prefs-%.jsonl: $(XOUT)/pairs-%.jsonl $(JUDGE)
 # beside judge-*.json before choosing RL_COT.
 $(XOUT)/cot-judge-%.json: $(XOUT)/judge-%.json $(JUDGE)
 	$(CAI) eval -m $(JUDGE) -c $(if $(filter helpful,$*),helpfulness,harmlessness) --principles $(JUDGE_PRINCIPLES) \
-	  --cot $(XOUT)/judge-$*-pairs.jsonl --items $(XOUT)/cot-judge-$*-items.jsonl --resume > $@
+	  --cot $(XOUT)/judge-$*-pairs.jsonl --items $(XOUT)/cot-judge-$*-items.jsonl --resume > $@.part && mv $@.part $@
 
 # The PM starts from the policy's base model (the paper trains its PMs from pretrained models, not
 # from the policy being trained). Answers cut off at XTOKENS are marked by sample and compare and

@@ -124,8 +124,8 @@ def test_the_rl_half_labels_sl_cai_answers_under_both_constitutions_and_trains_f
     x = f"{tmp_path}/x"
     plan = rl_plan(tmp_path, "XTOKENS=64")
     # A spread subset of the training prompts, red-team and helpful, answered twice by SL-CAI.
-    assert f"awk '(NR - 1) % 3 == 0' {x}/prompts/sl-prompts.jsonl > {x}/rl-redteam-prompts.jsonl" in plan
-    assert f"awk '(NR - 1) % 3 == 0' {x}/prompts/helpful-train.jsonl > {x}/rl-helpful-prompts.jsonl" in plan
+    assert f"awk '(NR - 1) % 3 == 0' {x}/prompts/sl-prompts.jsonl > {x}/rl-redteam-prompts.jsonl.part" in plan
+    assert f"awk '(NR - 1) % 3 == 0' {x}/prompts/helpful-train.jsonl > {x}/rl-helpful-prompts.jsonl.part" in plan
     for kind in ("redteam", "helpful"):
         assert f" sample -m {x}/sl-cai.gguf -n 2 --temperature 1 --max-tokens 64 {x}/rl-{kind}-prompts.jsonl " in plan
     # The judge labels red-team pairs for harmlessness and helpful pairs for helpfulness; no --cot by default.
@@ -184,7 +184,7 @@ def test_blind_label_items_cover_the_rl_models_against_base_and_feed_one_elo_fit
     assert f" label --import {labels}/rl-rt-filled.jsonl --key {labels}/rl-rt-key.json" in plan.stdout
     # experiment_results.py reads every label, the RL half's too, from one file
     assert (f"cat {x}/labels-rt.jsonl {x}/labels-helpful.jsonl {x}/labels-benign.jsonl "
-            f"{x}/labels-rl-benign.jsonl {x}/labels-rl-helpful.jsonl {x}/labels-rl-rt.jsonl > {x}/labels.jsonl") in plan.stdout
+            f"{x}/labels-rl-benign.jsonl {x}/labels-rl-helpful.jsonl {x}/labels-rl-rt.jsonl > {x}/labels.jsonl.part && mv {x}/labels.jsonl.part {x}/labels.jsonl") in plan.stdout
     one_line = " ".join(plan.stdout.replace("\\\n", " ").split())
     assert (f" elo --labels harmless={x}/labels-rt.jsonl --labels harmless={x}/labels-rl-rt.jsonl "
             f"--labels helpful={x}/labels-helpful.jsonl --labels helpful={x}/labels-rl-helpful.jsonl") in one_line

@@ -21,8 +21,8 @@ Per model and prompt set (Wilson 95% intervals):
 
 Per comparison, paired (the models answer the same prompts; two separate intervals would not be
 a test of the change):
-- refuses, and complies: McNemar's exact test on the prompts where the two disagree (newly
-  refusing against newly answering; newly complying against no longer complying);
+- refuses, complies, and refuses bare: McNemar's exact test on the prompts where the two disagree
+  (newly refusing against newly answering; newly complying against no longer complying);
 - answer length: the mean per-prompt difference in words, MODEL minus REFERENCE, with a bootstrap
   interval over prompts;
 - the blind labels' preference for MODEL: 1 where the labeller found its answer better, 0 where
@@ -436,6 +436,7 @@ def rates(classes: Classes, models: list[str], pairs: list[Pair]) -> dict:
             out["paired"][pair_name(pair)][name] = {
                 "refusals": paired_classes(pair_classes, pair, REFUSING, source),
                 "complies": paired_classes(pair_classes, pair, COMPLYING, source),
+                "bare_refusals": paired_classes(pair_classes, pair, ("bare-refusal",), source),
                 "mean_words": paired_words(classes.answers, pair, name)}
     return out
 
@@ -613,6 +614,12 @@ def rate_tables(part: dict, models: list[str], pairs: list[Pair]) -> list[str]:
             lines.append(f"| {pair_title(pair)} | {label} | {r['n']} | {r['second_only']} | {r['first_only']} "
                          f"| {p_value(r['p'])} | {c['second_only']} | {c['first_only']} | {p_value(c['p'])} "
                          f"| {w['mean']:+.0f} {interval(w['low'], w['high'])} | {r['source']} |")
+    lines += ["", "Bare refusals, paired the same way (what RL-CAI is meant to make fewer):", "",
+              "| comparison | prompt set | newly bare | no longer bare | McNemar p |", "|---|---|---|---|---|"]
+    for pair in pairs:
+        for name, label in SETS.items():
+            b = part["paired"][pair_name(pair)][name]["bare_refusals"]
+            lines.append(f"| {pair_title(pair)} | {label} | {b['second_only']} | {b['first_only']} | {p_value(b['p'])} |")
     return lines
 
 

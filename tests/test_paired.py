@@ -157,6 +157,9 @@ def test_experiment_results_takes_refusals_from_blind_labels_when_there_are_some
     assert m["answers"]["sl-cai/rt"]["refusals"]["source"] == "blind labels by tester"
     assert m["answers"]["sl-cai/rt"]["refusals"]["share"] == pytest.approx(6 / 8)
     assert m["answers"]["sl-cai/rt"]["bare_refusals"]["share"] == pytest.approx(2 / 8)
+    # Bare refusals paired: SL-CAI's rt-0 and rt-4 are bare, base's none.
+    bare = m["paired"]["base:sl-cai"]["rt"]["bare_refusals"]
+    assert (bare["first_only"], bare["second_only"], bare["both"]) == (0, 2, 0)
     # Sets without labels keep the detector, and say so.
     assert m["paired"]["base:sl-cai"]["helpful"]["refusals"]["source"] == "keyword detector"
     assert "blind labels by tester" in results(folder)

@@ -256,7 +256,7 @@ def cohen_kappa(first: list[str], second: list[str]) -> float:
     if n == 0:
         return math.nan
     observed = sum(a == b for a, b in zip(first, second)) / n
-    expected = sum((first.count(c) / n) * (second.count(c) / n) for c in set(first) | set(second))
+    expected = sum((first.count(c) / n) * (second.count(c) / n) for c in sorted(set(first) | set(second)))
     return (observed - expected) / (1 - expected) if expected < 1 else 1.0
 
 

@@ -270,6 +270,17 @@ def label_judgements(labels: Iterable[Record]) -> list[Any]:
     return judgements
 
 
+def first_classes(labels: Iterable[Record]) -> dict[str, dict[tuple[str, str], str]]:
+    """model -> (labeller, prompt id) -> the first class that labeller gave that model's answer:
+    an answer shown in several items (one per other model) is classed once per labeller."""
+    first: dict[str, dict[tuple[str, str], str]] = {}
+    for record in labels:
+        for model, answer_class in (record.get("classes") or {}).items():
+            if answer_class:
+                first.setdefault(model, {}).setdefault((str(record.get("labeler", "")), str(record["id"])), answer_class)
+    return first
+
+
 def class_counts(labels: Sequence[Record], models: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Per model: how many of its labelled answers fall in each class, their shares, and the
     share that refuses (explained or bare) with its 95% Wilson interval. An answer is counted
@@ -277,13 +288,10 @@ def class_counts(labels: Sequence[Record], models: Sequence[str]) -> dict[str, d
     answer is in two items, and counting both would narrow the interval with no new evidence."""
     from cai_cli.metrics import wilson_interval
 
+    first = first_classes(labels)
     out = {}
     for model in models:
-        first: dict[tuple[str, str], str] = {}
-        for r in labels:
-            if model in r.get("classes", {}):
-                first.setdefault((str(r.get("labeler", "")), str(r["id"])), r["classes"][model])
-        given = list(first.values())
+        given = list(first.get(model, {}).values())
         counts = {name: given.count(name) for name in ANSWER_CLASSES}
         refusing = sum(counts[name] for name in REFUSING)
         low, high = wilson_interval(refusing, len(given))

@@ -76,6 +76,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cai_cli.labels import first_classes  # noqa: E402
 from cai_cli.metrics import paired_bootstrap, paired_rates, wilson_interval  # noqa: E402
 from cai_cli.refusals import is_refusal  # noqa: E402
 from cai_cli.stages.checks import is_evasive  # noqa: E402
@@ -205,12 +206,8 @@ def label_models(label: dict) -> frozenset[str]:
 def label_classes(labels: list[dict]) -> dict[str, dict[str, str]]:
     """model -> prompt id -> class, from one labeller's records. An answer shown in several items
     (one per pair of models) keeps its first class: counting it again would add no evidence."""
-    classes: dict[str, dict[str, str]] = defaultdict(dict)
-    for label in labels:
-        for model, answer_class in (label.get("classes") or {}).items():
-            if answer_class:
-                classes[model].setdefault(str(label["id"]), answer_class)
-    return classes
+    return defaultdict(dict, {model: {prompt: answer_class for (_, prompt), answer_class in by_answer.items()}
+                              for model, by_answer in first_classes(labels).items()})
 
 
 class Classes:

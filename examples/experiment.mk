@@ -227,9 +227,11 @@ $(LABELS)/%-items.jsonl: | $(XOUT)/answers/base-%.jsonl $(XOUT)/answers/sl-cai-%
 $(XOUT)/labels-%.jsonl: $(LABELS)/%-filled.jsonl
 	$(CAI) label --import $< --key $(LABELS)/$*-key.json --items $(LABELS)/$*-items.jsonl -o $@
 # Every unblinded label in one file, for experiment_results.py: the base/sl-cai ones, and the RL
-# half's (rl-experiment-labels below) for each set whose filled file exists.
-RL_FILLED = $(patsubst $(LABELS)/rl-%-filled.jsonl,$(XOUT)/labels-rl-%.jsonl,$(wildcard $(LABELS)/rl-*-filled.jsonl))
-$(XOUT)/labels.jsonl: $(foreach s,$(LABEL_SETS),$(XOUT)/labels-$(s).jsonl) $(RL_FILLED)
+# half's (rl-experiment-labels below) for each round and set whose filled file exists.
+RL_ROUNDS = rl dpo
+ROUND_LABELS = $(patsubst $(LABELS)/%-filled.jsonl,$(XOUT)/labels-%.jsonl,\
+                 $(wildcard $(foreach r,$(RL_ROUNDS),$(LABELS)/$(r)-*-filled.jsonl)))
+$(XOUT)/labels.jsonl: $(foreach s,$(LABEL_SETS),$(XOUT)/labels-$(s).jsonl) $(ROUND_LABELS)
 	cat $^ > $@.part && mv $@.part $@
 $(XOUT)/elo-labels.jsonl: $(foreach s,$(LABEL_SETS),$(XOUT)/labels-$(s).jsonl)
 	$(CAI) elo --labels harmless=$(XOUT)/labels-rt.jsonl --labels helpful=$(XOUT)/labels-helpful.jsonl \
@@ -250,7 +252,7 @@ $(XOUT)/report/index.html: $(EVAL_ANSWERS) $(XOUT)/elo-harmless.jsonl $(XOUT)/el
 #   make -C examples rl-experiment                    after (or with) the SL-CAI half above
 #   make -C examples rl-experiment EXPERIMENT=quick   every step on a few prompts
 #   make -C examples rl-judge-cot                     does --cot make the judge's labels better?
-#   make -C examples rl-label-items                   blind items over the four models (see LABELS)
+#   make -C examples rl-label-items                   blind items: each RL model against base (see LABELS)
 
 # Red-team prompts get harmlessness labels, helpful ones helpfulness labels: the paper's PM sees
 # both kinds, and a PM trained on red-team pairs alone would reward refusing everything.
@@ -356,21 +358,22 @@ $(XOUT)/elo-rl-helpful.jsonl: $(foreach m,$(RL_RATED),$(XOUT)/answers/$(m)-helpf
 	  --dimension helpful -m $(JUDGE) --principles $(JUDGE_PRINCIPLES) --seed $(SEED) \
 	  --items $(XOUT)/elo-rl-helpful-items.jsonl --resume -o $@
 
-# Blind items over RL_LABELLED (every pair of them per prompt, shuffled into one file per set, so
-# a labeller cannot tell which two models an item compares): rl-<set>-items.jsonl under LABELS,
-# filled into rl-<set>-filled.jsonl and imported by the labels-%.jsonl rule above. The default's
-# 3 items per prompt give every RL model's answer a class and a comparison with base and with the
-# other RL model; the Elo fit ties them to sl-cai through the base/sl-cai labels. All four models
-# (RL_LABELLED="base sl-cai rl-cai dpo-cai") make 6 items per prompt.
-RL_LABELLED ?= base rl-cai dpo-cai
-rl-label-items: $(foreach s,$(LABEL_SETS),$(LABELS)/rl-$(s)-items.jsonl)
+# Blind items, one round per RL model, each against base: rl-<set>-items.jsonl (base and rl-cai)
+# and dpo-<set>-items.jsonl (base and dpo-cai) under LABELS, filled into <round>-<set>-filled.jsonl
+# and imported by the labels-%.jsonl rule above. A round gives the RL model's every held-out answer
+# a class and a comparison with base; the RL models are compared with sl-cai and with each other
+# through their classes, prompt by prompt, and the Elo fit ties them together through base. A
+# round is labelled when its model is trained, so a later model never reopens earlier labels.
+rl-label-items: $(foreach r,$(RL_ROUNDS),$(foreach s,$(LABEL_SETS),$(LABELS)/$(r)-$(s)-items.jsonl))
 rl-experiment-labels: $(XOUT)/elo-rl-labels.jsonl $(XOUT)/labels.jsonl
-$(LABELS)/rl-%-items.jsonl: | $(foreach m,$(RL_LABELLED),$(XOUT)/answers/$(m)-%.jsonl)
+$(LABELS)/rl-%-items.jsonl: | $(XOUT)/answers/base-%.jsonl $(XOUT)/answers/rl-cai-%.jsonl
 	@mkdir -p $(LABELS)
-	$(CAI) label $| $(foreach m,$(RL_LABELLED),--name $(m)) --export $@ --key $(LABELS)/rl-$*-key.json
-# Elo from every blind label: the base/sl-cai ones and the RL ones, fitted together per dimension.
-$(XOUT)/elo-rl-labels.jsonl: $(foreach s,$(LABEL_SETS),$(XOUT)/labels-$(s).jsonl $(XOUT)/labels-rl-$(s).jsonl)
-	$(CAI) elo --labels harmless=$(XOUT)/labels-rt.jsonl --labels harmless=$(XOUT)/labels-rl-rt.jsonl \
-	  --labels helpful=$(XOUT)/labels-helpful.jsonl --labels helpful=$(XOUT)/labels-rl-helpful.jsonl \
-	  --labels benign-helpful=$(XOUT)/labels-benign.jsonl --labels benign-helpful=$(XOUT)/labels-rl-benign.jsonl \
-	  --seed $(SEED) -o $@
+	$(CAI) label $| --name base --name rl-cai --export $@ --key $(LABELS)/rl-$*-key.json
+$(LABELS)/dpo-%-items.jsonl: | $(XOUT)/answers/base-%.jsonl $(XOUT)/answers/dpo-cai-%.jsonl
+	@mkdir -p $(LABELS)
+	$(CAI) label $| --name base --name dpo-cai --export $@ --key $(LABELS)/dpo-$*-key.json
+# Elo from every blind label, fitted together per dimension: the red-team sets' labels rate
+# harmlessness, the helpful sets' helpfulness, the benign sets' helpfulness on risky-sounding prompts.
+label_dimension = $(if $(filter %-rt.jsonl,$(1)),harmless,$(if $(filter %-helpful.jsonl,$(1)),helpful,benign-helpful))
+$(XOUT)/elo-rl-labels.jsonl: $(foreach s,$(LABEL_SETS),$(XOUT)/labels-$(s).jsonl) $(ROUND_LABELS)
+	$(CAI) elo $(foreach f,$^,--labels $(call label_dimension,$(f))=$(f)) --seed $(SEED) -o $@

@@ -200,6 +200,35 @@ def test_rl_completion_length_defaults_to_the_sampling_length_of_the_pm_data():
     assert RLConfig().max_completion_length == sampled == 256
 
 
+def test_train_rl_runs_each_algo_from_its_own_module_and_refuses_an_unknown_one(tmp_path):
+    from cai_cli.errors import CaiError
+    from cai_cli.training import dpo, rl
+    from cai_cli.training.algorithms import RL_ALGORITHMS, algorithm_for
+    from cai_cli.training.config import RLConfig, config_as_dict
+
+    expected = {"rloo": (RLConfig, rl.train_rl), "grpo": (RLConfig, rl.train_rl),
+                "dpo": (dpo.DPOConfig, dpo.train_dpo)}
+    assert list(RL_ALGORITHMS) == list(expected)
+    for algo, (config_class, train) in expected.items():
+        settings = RLConfig(data="d.jsonl", out="o", algo=algo, reward_model="pm")
+        config, run = algorithm_for(settings)
+        assert type(config) is config_class and run is train
+        assert config_as_dict(config) == config_as_dict(settings)  # a run records every setting, whichever method
+    # Each method's own defaults and checks: DPO needs no preference model.
+    dpo_config, _ = algorithm_for(RLConfig(algo="dpo"))
+    assert dpo_config.beta_value() == 0.1 and RLConfig(algo="grpo").beta_value() == 0.05
+    assert dpo.DPOConfig().algo == "dpo"
+    assert (dpo.default_learning_rate(True), rl.default_learning_rate(True)) == (5e-5, 1e-5)
+    with pytest.raises(CaiError, match="--algo grpo needs the preference model"):
+        algorithm_for(RLConfig(algo="grpo"))
+    with pytest.raises(CaiError, match="min-margin must be in"):  # a flag every method takes is checked for each
+        algorithm_for(RLConfig(algo="rloo", reward_model="pm", min_margin=0.5))
+
+    result = run_cai("train-rl", tmp_path / "prompts.jsonl", "--algo", "kto", "--out", tmp_path / "out")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == "Error: unknown --algo 'kto': choose one of rloo, grpo, dpo"
+
+
 # --- bad input: a clear Error before any training -----------------------------------------------
 
 def test_bad_training_data_stops_before_training_with_file_and_line(tmp_path, tiny):

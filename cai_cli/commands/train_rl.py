@@ -1,4 +1,8 @@
-"""cai train-rl: RL against the preference model (RLOO, GRPO) or offline DPO (RL-CAI)."""
+"""cai train-rl: RL against the preference model (RLOO, GRPO) or offline DPO (RL-CAI).
+
+The flags are those of every method; `--algo` picks the method, through RL_ALGORITHMS in
+`cai_cli/training/algorithms.py`.
+"""
 
 from __future__ import annotations
 
@@ -52,9 +56,10 @@ def train_rl(
 
         accelerate launch --config_file examples/accelerate/deepspeed_zero3.yaml -m cai_cli train-rl prefs.jsonl --algo dpo --full --out runs/dpo
     """
-    from cai_cli.training.rl import train_rl as run
+    from cai_cli.training.algorithms import algorithm_for
     from cai_cli.training.runs import print_summary, stdout_to_stderr
 
+    config, run = algorithm_for(settings)
     with stdout_to_stderr():
-        summary = run(settings)
+        summary = run(config)
     print_summary(summary)

@@ -98,12 +98,16 @@ class PMConfig(TrainingConfig):
         0.1, "Share of the conversations whose pairs are held out to measure pairwise accuracy.")
 
 
-RL_ALGORITHMS = ("rloo", "grpo", "dpo")
-
-
 @dataclass
 class RLConfig(TrainingConfig):
-    """`cai train-rl`: RL against the preference model (RLOO, GRPO) or offline DPO (RL-CAI)."""
+    """`cai train-rl`: RL against the preference model (RLOO, GRPO) or offline DPO (RL-CAI).
+
+    The settings of every `--algo`, as the command has one set of flags: a run records them all
+    (and `--resume` compares them all), and each method reads those it uses. The on-policy
+    methods, rloo and grpo (`cai_cli/training/rl.py`), read them as they are here; another method
+    gives them its own defaults and checks in a subclass (`DPOConfig`, `cai_cli/training/dpo.py`).
+    `cai_cli/training/algorithms.py` names each method's settings class and train function.
+    """
 
     data: Optional[str] = setting(
         None, "rloo/grpo: JSONL prompts (`prompt` or `messages`); dpo: preference records from `cai compare`.")
@@ -126,9 +130,27 @@ class RLConfig(TrainingConfig):
     batch_size: int = setting(4, "Completions (rloo/grpo) or pairs (dpo) per device per forward pass.")
 
     def beta_value(self) -> float:
-        if self.beta is not None:
-            return self.beta
-        return 0.1 if self.algo == "dpo" else 0.05
+        """--beta, or the method's default."""
+        return 0.05 if self.beta is None else self.beta
+
+    def check(self) -> None:
+        """Settings that can be wrong for this method, checked before anything is loaded (after
+        `check_config`): the method's own, then those every method takes."""
+        self.check_method()
+        if not 0 <= self.min_margin < 0.5:
+            raise CaiError(f"min-margin must be in [0, 0.5), not {self.min_margin}")
+        if self.beta is not None and self.beta < 0:
+            raise CaiError(f"beta must be at least 0, not {self.beta}")
+
+    def check_method(self) -> None:
+        """rloo and grpo score completions with the preference model and compare those of one prompt."""
+        if not self.reward_model:
+            raise CaiError(f"--algo {self.algo} needs the preference model: --reward-model DIR (from `cai train-pm`)")
+        if self.num_generations < 2:
+            raise CaiError("num-generations must be at least 2: RLOO and GRPO compare completions of a prompt")
+        if (self.batch_size * self.grad_accum) % self.num_generations:
+            raise CaiError(f"batch-size x grad-accum ({self.batch_size} x {self.grad_accum}) must be a multiple of "
+                           f"num-generations ({self.num_generations}): each prompt's completions are scored together")
 
 
 def field_help(config_class: type, name: str) -> str:
@@ -238,23 +260,6 @@ def check_config(config: TrainingConfig) -> None:
         raise CaiError(f"warmup ratio must be in [0, 1), not {config.warmup_ratio}")
     if isinstance(config, PMConfig) and not 0 <= config.eval_fraction < 1:
         raise CaiError(f"eval fraction must be in [0, 1), not {config.eval_fraction}")
-    if isinstance(config, RLConfig):
-        if config.algo not in RL_ALGORITHMS:
-            raise CaiError(f"unknown --algo {config.algo!r}: choose one of {', '.join(RL_ALGORITHMS)}")
-        if config.algo != "dpo":
-            if not config.reward_model:
-                raise CaiError(f"--algo {config.algo} needs the preference model: --reward-model DIR "
-                               "(from `cai train-pm`)")
-            if config.num_generations < 2:
-                raise CaiError("num-generations must be at least 2: RLOO and GRPO compare completions of a prompt")
-            if (config.batch_size * config.grad_accum) % config.num_generations:
-                raise CaiError(f"batch-size x grad-accum ({config.batch_size} x {config.grad_accum}) must be a "
-                               f"multiple of num-generations ({config.num_generations}): each prompt's completions "
-                               "are scored together")
-        if not 0 <= config.min_margin < 0.5:
-            raise CaiError(f"min-margin must be in [0, 0.5), not {config.min_margin}")
-        if config.beta is not None and config.beta < 0:
-            raise CaiError(f"beta must be at least 0, not {config.beta}")
 
 
 def config_as_dict(config: TrainingConfig) -> dict[str, Any]:

@@ -148,6 +148,17 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def reference_model_loading(loaded: LoadedModel) -> dict[str, Any] | None:
+    """How TRL loads the frozen copy of the starting policy that a full fine-tune needs for its
+    KL term: a GGUF needs its file named and dequantised; a folder needs nothing (None)."""
+    if loaded.path.suffix != ".gguf":
+        return None
+    import transformers
+
+    return {"gguf_file": loaded.path.name, "local_files_only": True,
+            "quantization_config": transformers.GgufConfig(gguf_file=loaded.path.name, dequantize=True)}
+
+
 def prepare_output(out: Path, overwrite: bool) -> None:
     """Refuse an existing --out unless --overwrite, before any time is spent training."""
     if out.exists() and not overwrite:

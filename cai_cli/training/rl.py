@@ -1,19 +1,19 @@
-"""RL-CAI: the policy learns from the preference model, or offline from the AI preferences.
+"""RL-CAI on-policy: the policy learns from the preference model's scores of its own answers.
 
-- `rloo` (default) and `grpo`: on-policy. For each prompt the policy samples `num_generations`
-  answers; the preference model scores them (TRL calls it as the reward function, rendering each
-  conversation with the PM's own chat template); advantages come from comparing the answers of
-  one prompt, so no value network is needed. A KL penalty (`beta`) keeps the policy near where
-  it started (with LoRA, the starting policy is the base with the adapter switched off).
-  A completion cut off at `max_completion_length` stays in the update (a masked one would get no
-  gradient while its score still set its siblings' baseline, so only short answers, often
-  refusals, would learn). It is scored as the PM learnt cut-off answers when the PM was trained
-  on them (`train-pm --keep-flagged`); otherwise the PM never saw one (`compare` marks them and
-  train-pm leaves them out), so it scores one unit of the PM's log-odds below the worst finished
-  completion of its batch: a finished answer always beats a cut-off one.
-- `dpo`: offline, on the records `compare` writes, without a preference model (the open
-  reproductions' route). DPO takes hard pairs: the answer the label favours is `chosen`; a label
-  within `min_margin` of 0.5 (ties included) is left out, since DPO would train on it as certain.
+`cai train-rl --algo rloo` (default) or `--algo grpo`. For each prompt the policy samples
+`num_generations` answers; the preference model scores them (TRL calls it as the reward function,
+rendering each conversation with the PM's own chat template); advantages come from comparing the
+answers of one prompt, so no value network is needed. A KL penalty (`beta`) keeps the policy
+near where it started (with LoRA, the starting policy is the base with the adapter switched off).
+A completion cut off at `max_completion_length` stays in the update (a masked one would get no
+gradient while its score still set its siblings' baseline, so only short answers, often
+refusals, would learn). It is scored as the PM learnt cut-off answers when the PM was trained on
+them (`train-pm --keep-flagged`); otherwise the PM never saw one (`compare` marks them and
+train-pm leaves them out), so it scores one unit of the PM's log-odds below the worst finished
+completion of its batch: a finished answer always beats a cut-off one.
+
+Offline DPO, the other `--algo`, is in `cai_cli/training/dpo.py`; `cai_cli/training/algorithms.py`
+says which module runs which `--algo`.
 
 Example (Python):
 
@@ -35,29 +35,23 @@ from cai_cli.training.runs import say
 COMMAND = "train-rl"
 
 
-def default_learning_rate(lora: bool, algo: str) -> float:
+def default_learning_rate(lora: bool) -> float:
     # RL moves a policy that already works: steps far smaller than SFT's.
-    if algo == "dpo":
-        return 5e-5 if lora else 5e-7
     return 1e-5 if lora else 1e-6
 
 
 def train_rl(config: RLConfig) -> dict[str, Any]:
-    """Train `config.policy` with `config.algo` on `config.data` (+ `config.mix`); write the
-    policy to `config.out` and return the run's summary."""
-    from cai_cli.training.data import (decisive, oriented_pairs, parse_source, preference_example, prompt_example,
-                                       read_training_data, report_left_out, token_length)
-    from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries
-    from cai_cli.training.runs import (lora_settings, make_callbacks, plan_run, prepare_trainer, provenance,
-                                       run_training, save_run_model, trainer_arguments)
+    """Train `config.policy` with `config.algo` (rloo or grpo) against `config.reward_model` on
+    the prompts in `config.data` (+ `config.mix`); write the policy to `config.out` and return
+    the run's summary."""
+    from cai_cli.training.data import parse_source, prompt_example, read_training_data, report_left_out, token_length
+    from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries, reference_model_loading
+    from cai_cli.training.runs import (last_logged, lora_settings, make_callbacks, plan_run, prepare_trainer,
+                                       provenance, run_training, save_run_model, trainer_arguments)
 
     sources = [parse_source(config.data)] + [parse_source(spec) for spec in config.mix]
-    make_example = preference_example if config.algo == "dpo" else prompt_example
-    data = read_training_data(sources, make_example, config.skip_invalid, config.keep_flagged)
-    if config.algo == "dpo":
-        data.keep(lambda e: decisive(e["label"], config.min_margin), "undecided")
-    else:
-        check_reward_model_folder(config.reward_model)
+    data = read_training_data(sources, prompt_example, config.skip_invalid, config.keep_flagged)
+    check_reward_model_folder(config.reward_model)
     prepare_libraries(config.verbose, config.threads)  # before plan_run, which may ask transformers about trackers
     plan = plan_run(COMMAND, config)
     from datasets import Dataset
@@ -65,78 +59,53 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
     # Generation appends at the end of each prompt, so prompts are padded on the left.
     loaded = load_for_training(config.policy, "causal-lm", padding_side="left")
     tokenizer = loaded.tokenizer
-    if config.algo == "dpo":
-        data.keep(lambda e: max(token_length(tokenizer, e["prompt"] + [{"role": "assistant", "content": e[side]}])
-                                for side in ("chosen", "rejected")) <= config.max_length, "too_long")
-        examples = oriented_pairs(data.resampled(config.seed))
-    else:
-        # A prompt plus its longest answer must fit what the preference model was trained on.
-        from cai_cli.training.preference import trained_max_length
+    # A prompt plus its longest answer must fit what the preference model was trained on.
+    from cai_cli.training.preference import trained_max_length
 
-        limit = min(config.max_length, trained_max_length(Path(config.reward_model).expanduser()))
-        data.keep(lambda e: token_length(tokenizer, e["prompt"], add_generation_prompt=True)
-                  + config.max_completion_length <= limit, "too_long")
-        examples = data.resampled(config.seed)
+    limit = min(config.max_length, trained_max_length(Path(config.reward_model).expanduser()))
+    data.keep(lambda e: token_length(tokenizer, e["prompt"], add_generation_prompt=True)
+              + config.max_completion_length <= limit, "too_long")
+    examples = data.resampled(config.seed)
     report_left_out(COMMAND, data)
     peft_config = lora_settings(config, "CAUSAL_LM")
-    learning_rate = config.learning_rate or default_learning_rate(peft_config is not None, config.algo)
+    learning_rate = config.learning_rate or default_learning_rate(peft_config is not None)
     common = trainer_arguments(config, plan, learning_rate)
     beta = config.beta_value()
-    # A full fine-tune needs a separate frozen copy of the starting policy for the KL term; TRL
-    # builds it from these loading arguments (a GGUF needs its file named and dequantised).
-    reference_loading = None
-    if peft_config is None and loaded.path.suffix == ".gguf":
-        import transformers
-
-        reference_loading = {"gguf_file": loaded.path.name, "local_files_only": True,
-                             "quantization_config": transformers.GgufConfig(gguf_file=loaded.path.name,
-                                                                            dequantize=True)}
-    say(f"{COMMAND}: {config.algo}, {len(examples)} {'pairs' if config.algo == 'dpo' else 'prompts'}, "
-        f"policy {loaded.path.name}, beta {beta}, "
+    reference_loading = reference_model_loading(loaded) if peft_config is None else None
+    say(f"{COMMAND}: {config.algo}, {len(examples)} prompts, policy {loaded.path.name}, beta {beta}, "
         f"{'LoRA r=' + str(config.lora_r) if peft_config else 'full fine-tuning'}, "
         f"{'GPU' if on_gpu() else 'CPU'}")
     dataset = Dataset.from_list(examples)
-    callbacks = make_callbacks(COMMAND)
-    if config.algo == "dpo":
-        from trl import DPOConfig, DPOTrainer
+    from cai_cli.training.preference import PreferenceModel
 
-        arguments = DPOConfig(**common, beta=beta, max_length=config.max_length,
-                              model_init_kwargs=reference_loading)
-        trainer = DPOTrainer(model=loaded.model, args=arguments, train_dataset=dataset,
-                             processing_class=loaded.tokenizer, peft_config=peft_config, callbacks=callbacks)
-    else:
-        from cai_cli.training.preference import PreferenceModel
-
-        reward = PreferenceReward(PreferenceModel(config.reward_model, batch_size=config.batch_size,
-                                                  verbose=config.verbose))
-        trainer_class, config_class = on_policy_classes(config.algo)
-        arguments = config_class(**common, beta=beta, num_generations=config.num_generations,
-                                 max_completion_length=config.max_completion_length,
-                                 temperature=config.temperature, model_init_kwargs=reference_loading,
-                                 # A cut-off completion still learns, from the score the reward
-                                 # gives it (see PreferenceReward), not masked out of the loss.
-                                 mask_truncated_completions=False,
-                                 # Dropout would make the sampled answers' log-probabilities differ
-                                 # between generation and the update: noise in the policy ratio.
-                                 disable_dropout=True)
-        trainer = trainer_class(model=loaded.model, reward_funcs=reward, args=arguments, train_dataset=dataset,
-                                processing_class=loaded.tokenizer, peft_config=peft_config, callbacks=callbacks)
-        # A completion that ends without one of these tokens ran into max_completion_length.
-        reward.end_ids = {*trainer.eos_token_ids, loaded.tokenizer.pad_token_id}
+    reward = PreferenceReward(PreferenceModel(config.reward_model, batch_size=config.batch_size,
+                                              verbose=config.verbose))
+    trainer_class, config_class = on_policy_classes(config.algo)
+    arguments = config_class(**common, beta=beta, num_generations=config.num_generations,
+                             max_completion_length=config.max_completion_length,
+                             temperature=config.temperature, model_init_kwargs=reference_loading,
+                             # A cut-off completion still learns, from the score the reward
+                             # gives it (see PreferenceReward), not masked out of the loss.
+                             mask_truncated_completions=False,
+                             # Dropout would make the sampled answers' log-probabilities differ
+                             # between generation and the update: noise in the policy ratio.
+                             disable_dropout=True)
+    trainer = trainer_class(model=loaded.model, reward_funcs=reward, args=arguments, train_dataset=dataset,
+                            processing_class=tokenizer, peft_config=peft_config, callbacks=make_callbacks(COMMAND))
+    # A completion that ends without one of these tokens ran into max_completion_length.
+    reward.end_ids = {*trainer.eos_token_ids, tokenizer.pad_token_id}
     prepare_trainer(trainer)
     figures = run_training(trainer, plan)
-    figures.update(last_logged(trainer.state.log_history, ("reward", "reward_std", "kl", "rewards/margins",
-                                                            "rewards/accuracies", "completions/clipped_ratio")))
+    figures.update(last_logged(trainer.state.log_history, ("reward", "reward_std", "kl", "completions/clipped_ratio")))
     figures["examples"] = len(examples)
-    if config.algo != "dpo":
-        figures["cut_off"] = {"completions": reward.cut_off, "of": reward.scored,
-                              "scored_by": "pm" if reward.pm_knows_cut_off else "below the batch's finished ones"}
+    figures["cut_off"] = {"completions": reward.cut_off, "of": reward.scored,
+                          "scored_by": "pm" if reward.pm_knows_cut_off else "below the batch's finished ones"}
     figures["left_out"] = dict(data.left_out)
     made = provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures)
-    save_run_model(trainer, loaded.tokenizer, plan, made, config.keep_adapter,
+    save_run_model(trainer, tokenizer, plan, made, config.keep_adapter,
                    load_base=lambda: load_for_training(config.policy, "causal-lm", padding_side="left").model)
     return {"command": COMMAND, "algo": config.algo, "out": str(plan.out), "policy": str(loaded.path),
-            "reward_model": config.reward_model if config.algo != "dpo" else None,
+            "reward_model": config.reward_model,
             "source_gguf": str(loaded.source_gguf) if loaded.source_gguf else None,
             "lora": peft_config is not None, "beta": beta, "learning_rate": learning_rate, **figures}
 
@@ -215,13 +184,3 @@ def check_reward_model_folder(path: str | None) -> None:
     if not any(name.endswith("ForSequenceClassification") for name in architectures):
         raise CaiError(f"--reward-model {path} is not a preference model ({', '.join(architectures) or 'unknown'}); "
                        "train one with `cai train-pm`")
-
-
-def last_logged(history: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, float]:
-    """The last logged value of each metric the trainer reported (rewards, KL, DPO margins)."""
-    found: dict[str, float] = {}
-    for entry in history:
-        for key in keys:
-            if key in entry:
-                found[key.replace("/", "_")] = entry[key]
-    return found

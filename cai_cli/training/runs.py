@@ -335,6 +335,17 @@ def run_training(trainer, plan: RunPlan) -> dict[str, Any]:
     }
 
 
+def last_logged(history: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, float]:
+    """The last logged value of each of `keys` the trainer reported (rewards, KL, DPO margins),
+    named with `_` for `/`."""
+    found: dict[str, float] = {}
+    for entry in history:
+        for key in keys:
+            if key in entry:
+                found[key.replace("/", "_")] = entry[key]
+    return found
+
+
 def save_run_model(trainer, tokenizer, plan: RunPlan, provenance: dict[str, Any], keep_adapter: bool,
                    load_base) -> None:
     """Write the trained model to `plan.out` (atomically) and clear the checkpoints.

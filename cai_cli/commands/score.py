@@ -39,8 +39,8 @@ def score(
 
         cai score --pm runs/pm prefs.jsonl -o scored.jsonl --resume
     """
+    from cai_cli.stages.score import ScoreStage
     from cai_cli.training.preference import PreferenceModel
-    from cai_cli.training.scoring import ScoreStage
 
     stage = ScoreStage(PreferenceModel(reward_model, batch_size, max_length, verbose))
     run_stream("score", stage, StreamInput(input, stage.validate, skip_invalid), output, resume)

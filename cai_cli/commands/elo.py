@@ -80,96 +80,18 @@ def elo(
 
         cai elo --labels harmless=labels.jsonl > human-elo.jsonl
     """
-    from cai_cli.errors import CaiError, console
-    from cai_cli.stages.elo import ratings_by_dimension, rating_records, read_judgements, show_ratings
+    from cai_cli.errors import console
+    from cai_cli.stages.elo import EloSettings, elo_ratings
 
-    records = []
-    if from_items is not None:
-        if inputs:
-            raise CaiError("--from-items refits kept judgements: give no answer files with it")
-        judgements, lengths, models = read_judgements(from_items), None, None
-    elif inputs:
-        judgements, lengths, models = judge(inputs, name, dimension, principles, swap, cot, clamp, max_tokens,
-                                            temperature, top_p, seed, items, resume, skip_invalid, model_options)
-    elif labels:
-        judgements = None
-    else:
-        raise CaiError("give the answer files to judge (one per model), --from-items FILE or --labels FILE")
-    if judgements is not None:
-        if not judgements:
-            raise CaiError("no judgements to rate")
-        records = rating_records(ratings_by_dimension(judgements, bootstrap, seed, models), lengths)
-        show_ratings(records)
-    if labels:
-        from cai_cli.labels import label_ratings_of_files, show_label_ratings
-
-        human = label_ratings_of_files(labels, bootstrap, seed)
-        show_label_ratings(human)
-        records += human
+    settings = EloSettings(answers=tuple(inputs or ()), names=tuple(name or ()), dimensions=tuple(dimension or ()),
+                           principles=principles, swap=swap, cot=cot, clamp=clamp, max_tokens=max_tokens,
+                           temperature=temperature, top_p=top_p, seed=seed, bootstrap=bootstrap, items=items,
+                           resume=resume, from_items=from_items, labels=tuple(labels or ()),
+                           skip_invalid=skip_invalid)
+    records = elo_ratings(settings, model_options)
     text = "".join(json.dumps(record) + "\n" for record in records)
     if output is None:
         print(text, end="", flush=True)
     else:
         output.write_text(text, encoding="utf-8")
         console.print(f"elo: wrote {len(records)} ratings to {output}")
-
-
-def judge(inputs, names, dimension_specs, principles, swap, cot, clamp, max_tokens, temperature, top_p, seed,
-          items_path, resume, skip_invalid, model_options):
-    """Judge every pair of models on every shared prompt; return the judgements (kept ones
-    first), the models' mean answer length in words, and the models in input order."""
-    from contextlib import nullcontext
-
-    from cai_cli.backends import load_backend
-    from cai_cli.constitution import load_constitution
-    from cai_cli.errors import CaiError, console
-    from cai_cli.records import KeptRecords, RecordWriter, stale_message
-    from cai_cli.stages.elo import DEFAULT_DIMENSIONS, JudgeStage, match_answers, validate_judgement
-    from cai_cli.stages.feedback import FeedbackSettings, check_feedback_settings, parse_clamp
-
-    if names and len(names) != len(inputs):
-        raise CaiError(f"{len(names)} --name for {len(inputs)} inputs: give one name per input file")
-    names = names or [path.name.removesuffix(".jsonl") for path in inputs]
-    dimensions = {}
-    for spec in dimension_specs or list(DEFAULT_DIMENSIONS):
-        key, _, constitution = spec.partition("=")
-        if not constitution and key not in DEFAULT_DIMENSIONS:
-            raise CaiError(f"--dimension {spec}: give NAME=CONSTITUTION (or one of {', '.join(DEFAULT_DIMENSIONS)})")
-        dimensions[key] = load_constitution(constitution or DEFAULT_DIMENSIONS[key])
-    settings = FeedbackSettings(None, principles, swap, cot, parse_clamp(clamp, cot), max_tokens, temperature, top_p,
-                                seed)
-    for rules in dimensions.values():
-        check_feedback_settings(rules, settings)
-    matched, unmatched = match_answers(list(zip(names, inputs)), skip_invalid)
-    for model, ids in unmatched.items():
-        shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
-        console.print(f"elo: {len(ids)} answer(s) of {model} have no match in every other input, left out: {shown}",
-                      markup=False, soft_wrap=True)
-    if not matched:
-        raise CaiError("no prompt is answered in every input (answers are matched by id)")
-    models = list(matched[0].answers)
-    lengths = {model: sum(len(item.answers[model].split()) for item in matched) / len(matched) for model in models}
-    if resume and not items_path:
-        raise CaiError("--resume needs --items FILE: the judgements already made are read from it")
-    with RecordWriter(items_path, resume) if items_path else nullcontext() as writer:
-        kept = KeptRecords(items_path, validate_judgement) if resume and items_path.exists() else None
-        backend = load_backend(model_options)
-        stage = JudgeStage(backend, dimensions, settings, kept)
-        for item in matched:
-            stage.check_fits(item)
-        reusable = sum(stage.is_kept(job) for item in matched for job in stage.jobs(item))
-        total = len(matched) * len(models) * (len(models) - 1) // 2 * len(dimensions)
-        console.print(f"elo: {len(matched)} prompts, {len(models)} models, {len(dimensions)} dimension(s): "
-                      f"{total - reusable} judgements to make, {reusable} kept from before", markup=False,
-                      soft_wrap=True)
-        made = []
-        for record in stage(matched):
-            made.append(record)
-            if writer:
-                writer.write(record)
-    if kept is None:
-        return made, lengths, models
-    reused = kept.reused()
-    if stale := kept.drop_stale():
-        console.print(stale_message("elo", stale), markup=False, soft_wrap=True)
-    return reused + made, lengths, models

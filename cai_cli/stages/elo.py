@@ -19,27 +19,63 @@ A judgement record (what `--items` keeps, one line each, and `--from-items` refi
 `--resume` reuses a kept judgement only when its id and key match a judgement to make now, so
 answers regenerated in the same folder are judged again, and kept judgements of answers or
 prompts no longer in the input are dropped from the file.
+
+As a library, `elo_ratings(EloSettings(answers=(base, tuned)), model_options)` is `cai elo`
+without its output: the rating records, with the tables on stderr.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from cai_cli.backends import Backend
-from cai_cli.constitution import Constitution
+from cai_cli.backends import Backend, BackendOptions, load_backend
+from cai_cli.constitution import Constitution, load_constitution
 from cai_cli.errors import CaiError, console
 from cai_cli.prompts import Message, prompt_messages
-from cai_cli.records import (JUDGE_KEY, InvalidRecord, KeptRecords, Record, read_records, record_id, type_name,
-                             validate_conversation)
+from cai_cli.records import (JUDGE_KEY, InvalidRecord, KeptRecords, Record, RecordWriter, read_records, record_id,
+                             stale_message, type_name, validate_conversation)
 from cai_cli.stages.compare import DIGITS, orderings_field
-from cai_cli.stages.feedback import FeedbackModel, FeedbackSettings, Judgement, pair_probability
+from cai_cli.stages.feedback import (FeedbackModel, FeedbackSettings, Judgement, check_feedback_settings,
+                                     pair_probability, parse_clamp)
 
 DEFAULT_DIMENSIONS = {"harmless": "harmlessness", "helpful": "helpfulness"}
+
+
+@dataclass(frozen=True)
+class EloSettings:
+    """What `cai elo` rates and how: where the judgements come from (the models' answers, judged
+    now; judgements kept by an earlier run; blind human labels), how the judge is asked, and the
+    resamples behind the intervals. The judge's settings are read only when a model judges."""
+
+    answers: tuple[Path, ...] = ()  # one JSONL file per model, or one whose records hold `answers`
+    names: tuple[str, ...] = ()  # each answer file's model, in order; default: the file name without .jsonl
+    dimensions: tuple[str, ...] = ()  # NAME=CONSTITUTION, or a NAME of DEFAULT_DIMENSIONS; none: all of those
+    principles: int = 4  # comparison principles drawn per pair and dimension, averaged
+    swap: bool = True  # ask each principle in both orderings and average
+    cot: bool = False  # chain of thought before the answer letter
+    clamp: str | None = None  # --clamp as given (LO,HI or 'none'); parsed when a model judges (`parse_clamp`)
+    max_tokens: int = 128  # chain of thought: most tokens of reasoning
+    temperature: float = 0.0  # chain of thought: 0 is greedy reasoning
+    top_p: float = 0.95
+    seed: int = 0  # the principle draws, sampled reasoning and the bootstrap resamples
+    bootstrap: int = 1000  # resamples of the prompts for the 95% intervals (0: none)
+    items: Path | None = None  # keep every judgement in this JSONL file, one line as each is made
+    resume: bool = False  # with `items`: reuse the judgements kept there whose content is unchanged
+    from_items: Path | None = None  # refit the judgements kept in this file instead of judging
+    labels: tuple[str, ...] = ()  # [DIMENSION=]FILE: blind human labels (`cai label` records), rated too
+    skip_invalid: bool = False  # report bad answer lines and go on
+
+    def feedback_settings(self) -> FeedbackSettings:
+        """How each pair is asked: `compare`'s settings, without a fixed principle."""
+        return FeedbackSettings(principles=self.principles, swap=self.swap, cot=self.cot,
+                                clamp=parse_clamp(self.clamp, self.cot), max_tokens=self.max_tokens,
+                                temperature=self.temperature, top_p=self.top_p, seed=self.seed)
 
 
 @dataclass
@@ -200,6 +236,87 @@ def validate_judgement(record: Record) -> None:
 def read_judgements(path: Path) -> list[Record]:
     """Judgement records from `--items`/`--from-items`, checked."""
     return list(read_records(path, validate_judgement))
+
+
+def elo_ratings(settings: EloSettings, model_options: BackendOptions = BackendOptions()) -> list[Record]:
+    """The rating records (one per model and dimension) of the judgements the settings name:
+    refit from `from_items`, or made now by the model over `answers`; then those of the blind
+    `labels`. Each set is shown as a table on stderr; the model loads only to judge answers."""
+    records = []
+    if settings.from_items is not None:
+        if settings.answers:
+            raise CaiError("--from-items refits kept judgements: give no answer files with it")
+        judgements, lengths, models = read_judgements(settings.from_items), None, None
+    elif settings.answers:
+        judgements, lengths, models = judge_answers(settings, model_options)
+    elif settings.labels:
+        judgements = None
+    else:
+        raise CaiError("give the answer files to judge (one per model), --from-items FILE or --labels FILE")
+    if judgements is not None:
+        if not judgements:
+            raise CaiError("no judgements to rate")
+        records = rating_records(ratings_by_dimension(judgements, settings.bootstrap, settings.seed, models), lengths)
+        show_ratings(records)
+    if settings.labels:
+        from cai_cli.labels import label_ratings_of_files, show_label_ratings
+
+        human = label_ratings_of_files(settings.labels, settings.bootstrap, settings.seed)
+        show_label_ratings(human)
+        records += human
+    return records
+
+
+def judge_answers(settings: EloSettings, model_options: BackendOptions
+                  ) -> tuple[list[Record], dict[str, float], list[str]]:
+    """Judge every pair of models on every shared prompt; return the judgements (kept ones
+    first), the models' mean answer length in words, and the models in input order."""
+    inputs, names, items_path = settings.answers, settings.names, settings.items
+    if names and len(names) != len(inputs):
+        raise CaiError(f"{len(names)} --name for {len(inputs)} inputs: give one name per input file")
+    names = names or tuple(path.name.removesuffix(".jsonl") for path in inputs)
+    dimensions = {}
+    for spec in settings.dimensions or list(DEFAULT_DIMENSIONS):
+        key, _, constitution = spec.partition("=")
+        if not constitution and key not in DEFAULT_DIMENSIONS:
+            raise CaiError(f"--dimension {spec}: give NAME=CONSTITUTION (or one of {', '.join(DEFAULT_DIMENSIONS)})")
+        dimensions[key] = load_constitution(constitution or DEFAULT_DIMENSIONS[key])
+    feedback = settings.feedback_settings()
+    for rules in dimensions.values():
+        check_feedback_settings(rules, feedback)
+    matched, unmatched = match_answers(list(zip(names, inputs)), settings.skip_invalid)
+    for model, ids in unmatched.items():
+        shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+        console.print(f"elo: {len(ids)} answer(s) of {model} have no match in every other input, left out: {shown}",
+                      markup=False, soft_wrap=True)
+    if not matched:
+        raise CaiError("no prompt is answered in every input (answers are matched by id)")
+    models = list(matched[0].answers)
+    lengths = {model: sum(len(item.answers[model].split()) for item in matched) / len(matched) for model in models}
+    if settings.resume and not items_path:
+        raise CaiError("--resume needs --items FILE: the judgements already made are read from it")
+    with RecordWriter(items_path, settings.resume) if items_path else nullcontext() as writer:
+        kept = KeptRecords(items_path, validate_judgement) if settings.resume and items_path.exists() else None
+        backend = load_backend(model_options)
+        stage = JudgeStage(backend, dimensions, feedback, kept)
+        for item in matched:
+            stage.check_fits(item)
+        reusable = sum(stage.is_kept(job) for item in matched for job in stage.jobs(item))
+        total = len(matched) * len(models) * (len(models) - 1) // 2 * len(dimensions)
+        console.print(f"elo: {len(matched)} prompts, {len(models)} models, {len(dimensions)} dimension(s): "
+                      f"{total - reusable} judgements to make, {reusable} kept from before", markup=False,
+                      soft_wrap=True)
+        made = []
+        for record in stage(matched):
+            made.append(record)
+            if writer:
+                writer.write(record)
+    if kept is None:
+        return made, lengths, models
+    reused = kept.reused()
+    if stale := kept.drop_stale():
+        console.print(stale_message("elo", stale), markup=False, soft_wrap=True)
+    return reused + made, lengths, models
 
 
 def ratings_by_dimension(judgements: list[Record], bootstrap: int, seed: int,

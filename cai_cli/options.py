@@ -12,11 +12,13 @@ from typing import Annotated, Optional
 import typer
 
 from cai_cli.backends import BackendOptions
+from cai_cli.prompts import COMPARISON_LAYOUTS
 
 MODEL_PANEL = "Model"
 SERVER_PANEL = "Server (--backend openai)"
 SAMPLING_PANEL = "Sampling"
 IO_PANEL = "Input and output"
+FEEDBACK_PANEL = "Feedback"
 
 InputArg = Annotated[Optional[Path], typer.Argument(
     help="JSONL input file; '-' or none reads stdin.", show_default=False, allow_dash=True)]
@@ -100,6 +102,31 @@ PrincipleOpt = Annotated[Optional[str], typer.Option(
     "--principle", show_default=False, help="Always use this principle instead of drawing one at random.")]
 FewShotOpt = Annotated[bool, typer.Option(
     "--few-shot/--no-few-shot", help="Put the constitution's worked examples in front of the conversation.")]
+
+# How the feedback model is asked: the options `compare`, `eval` and `elo` share.
+FeedbackPrincipleOpt = Annotated[Optional[str], typer.Option(
+    "--principle", show_default=False, rich_help_panel=FEEDBACK_PANEL,
+    help="Judge every pair under this comparison principle instead of drawing at random.")]
+PrinciplesOpt = Annotated[int, typer.Option(
+    "--principles", min=1, rich_help_panel=FEEDBACK_PANEL,
+    help="Draw K different principles per pair (seeded) and average their labels: the ensemble.")]
+SwapOpt = Annotated[bool, typer.Option(
+    "--swap/--no-swap", rich_help_panel=FEEDBACK_PANEL,
+    help="Ask each question in both orderings, (A)/(B) and (B)/(A), and average: cancels letter bias.")]
+CotOpt = Annotated[bool, typer.Option(
+    "--cot", rich_help_panel=FEEDBACK_PANEL,
+    help="Chain of thought: the model reasons step by step (generated), then the letter is scored.")]
+ClampOpt = Annotated[Optional[str], typer.Option(
+    "--clamp", metavar="LO,HI", show_default=False, rich_help_panel=FEEDBACK_PANEL,
+    help="Clamp each judgement's probability to [LO, HI] ('none': off). Default: 0.4,0.6 with --cot, off without.")]
+ReasoningTokensOpt = Annotated[int, typer.Option(
+    "--max-tokens", min=1, rich_help_panel=FEEDBACK_PANEL, help="--cot: most tokens of reasoning.")]
+ReasoningTemperatureOpt = Annotated[float, typer.Option(
+    "--temperature", min=0.0, rich_help_panel=FEEDBACK_PANEL, help="--cot: sampling temperature; 0 is greedy.")]
+LayoutOpt = Annotated[str, typer.Option(
+    "--layout", metavar="|".join(COMPARISON_LAYOUTS), rich_help_panel=FEEDBACK_PANEL,
+    help="Where the principle's question goes. responses-first: after both responses, so the principles "
+         "of a pair share one read of them (--principles K costs little more than 1); paper: before them.")]
 
 
 # The model options every model-using command takes, with their defaults.

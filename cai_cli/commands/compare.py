@@ -4,42 +4,16 @@ next-token probabilities of the answer letters."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from cai_cli.backends import BackendOptions, load_backend
-from cai_cli.options import (IO_PANEL, ConstitutionOpt, InputArg, OutputOpt, SeedOpt, SkipInvalidOpt, TopPOpt,
-                             with_model_options)
-from cai_cli.prompts import COMPARISON_LAYOUTS, DEFAULT_COMPARISON_LAYOUT
+from cai_cli.options import (IO_PANEL, ClampOpt, ConstitutionOpt, CotOpt, FeedbackPrincipleOpt, InputArg, LayoutOpt,
+                             OutputOpt, PrinciplesOpt, ReasoningTemperatureOpt, ReasoningTokensOpt, SeedOpt,
+                             SkipInvalidOpt, SwapOpt, TopPOpt, with_model_options)
+from cai_cli.prompts import DEFAULT_COMPARISON_LAYOUT
 from cai_cli.records import KeptRecords, StreamInput, run_stream
-
-FEEDBACK_PANEL = "Feedback"
-
-# The feedback options, shared by `compare` and `eval`.
-FeedbackPrincipleOpt = Annotated[Optional[str], typer.Option(
-    "--principle", show_default=False, rich_help_panel=FEEDBACK_PANEL,
-    help="Judge every pair under this comparison principle instead of drawing at random.")]
-PrinciplesOpt = Annotated[int, typer.Option(
-    "--principles", min=1, rich_help_panel=FEEDBACK_PANEL,
-    help="Draw K different principles per pair (seeded) and average their labels: the ensemble.")]
-SwapOpt = Annotated[bool, typer.Option(
-    "--swap/--no-swap", rich_help_panel=FEEDBACK_PANEL,
-    help="Ask each question in both orderings, (A)/(B) and (B)/(A), and average: cancels letter bias.")]
-CotOpt = Annotated[bool, typer.Option(
-    "--cot", rich_help_panel=FEEDBACK_PANEL,
-    help="Chain of thought: the model reasons step by step (generated), then the letter is scored.")]
-ClampOpt = Annotated[Optional[str], typer.Option(
-    "--clamp", metavar="LO,HI", show_default=False, rich_help_panel=FEEDBACK_PANEL,
-    help="Clamp each judgement's probability to [LO, HI] ('none': off). Default: 0.4,0.6 with --cot, off without.")]
-ReasoningTokensOpt = Annotated[int, typer.Option(
-    "--max-tokens", min=1, rich_help_panel=FEEDBACK_PANEL, help="--cot: most tokens of reasoning.")]
-ReasoningTemperatureOpt = Annotated[float, typer.Option(
-    "--temperature", min=0.0, rich_help_panel=FEEDBACK_PANEL, help="--cot: sampling temperature; 0 is greedy.")]
-LayoutOpt = Annotated[str, typer.Option(
-    "--layout", metavar="|".join(COMPARISON_LAYOUTS), rich_help_panel=FEEDBACK_PANEL,
-    help="Where the principle's question goes. responses-first: after both responses, so the principles "
-         "of a pair share one read of them (--principles K costs little more than 1); paper: before them.")]
 
 JudgedResumeOpt = Annotated[bool, typer.Option(
     "--resume", rich_help_panel=IO_PANEL,

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from cai_cli.backends import BackendOptions
-from cai_cli.commands.compare import ClampOpt, CotOpt, PrinciplesOpt, ReasoningTemperatureOpt, ReasoningTokensOpt, SwapOpt
-from cai_cli.options import IO_PANEL, SeedOpt, SkipInvalidOpt, TopPOpt, with_model_options
+from cai_cli.options import (IO_PANEL, ClampOpt, CotOpt, PrinciplesOpt, ReasoningTemperatureOpt, ReasoningTokensOpt,
+                             SeedOpt, SkipInvalidOpt, SwapOpt, TopPOpt, with_model_options)
 
 RATINGS_PANEL = "Ratings"
 

@@ -10,10 +10,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from cai_cli.backends import BackendOptions, load_backend
-from cai_cli.commands.compare import (ClampOpt, CotOpt, FeedbackPrincipleOpt, LayoutOpt, PrinciplesOpt,
-                                      ReasoningTemperatureOpt, ReasoningTokensOpt, SwapOpt)
 from cai_cli.errors import CaiError, console
-from cai_cli.options import IO_PANEL, ConstitutionOpt, InputArg, SeedOpt, SkipInvalidOpt, TopPOpt, with_model_options
+from cai_cli.options import (IO_PANEL, ClampOpt, ConstitutionOpt, CotOpt, FeedbackPrincipleOpt, InputArg, LayoutOpt,
+                             PrinciplesOpt, ReasoningTemperatureOpt, ReasoningTokensOpt, SeedOpt, SkipInvalidOpt,
+                             SwapOpt, TopPOpt, with_model_options)
 from cai_cli.prompts import DEFAULT_COMPARISON_LAYOUT
 
 ItemsOpt = Annotated[Optional[Path], typer.Option(

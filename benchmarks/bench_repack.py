@@ -34,7 +34,7 @@ def requantize(source: Path, target: Path, file_type: str = "Q4_0") -> Path:
 
     import llama_cpp
 
-    from cai_cli.backends.llama_cpp import quiet_native_logs
+    from cai_cli.backends.native_logs import quiet_native_logs
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{file_type}")
@@ -50,7 +50,8 @@ def measure(model: str, repack: bool, threads: int, repeats: int) -> dict:
     """The child side: load with repacking on or off, time prompt processing and generation."""
     import time
 
-    from cai_cli.backends.llama_cpp import load_llama, quiet_native_logs
+    from cai_cli.backends.llama_loading import load_llama
+    from cai_cli.backends.native_logs import quiet_native_logs
 
     with quiet_native_logs(False):
         llm = load_llama(model, repack=repack, n_ctx=PROMPT_TOKENS + NEW_TOKENS + 8, n_batch=512,

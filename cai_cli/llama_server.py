@@ -45,7 +45,8 @@ def build_app(args: argparse.Namespace):
     """The llama-cpp-python server app with its model loaded (AMX-safe)."""
     import os
 
-    from cai_cli.backends.llama_cpp import model_params_overridden, quiet_native_logs
+    from cai_cli.backends.llama_loading import model_params_overridden
+    from cai_cli.backends.native_logs import quiet_native_logs
     from cai_cli.hardware import use_weight_repacking
     from cai_cli.models import resolve_model
 

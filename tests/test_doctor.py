@@ -96,7 +96,7 @@ def test_a_crash_is_described_as_a_sentence():
 
 def test_a_native_crash_prints_where_it_happened_even_while_native_logs_are_silenced():
     crash = ("from cai_cli.cli import report_native_crashes; report_native_crashes()\n"
-             "from cai_cli.backends.llama_cpp import quiet_native_logs\n"
+             "from cai_cli.backends.native_logs import quiet_native_logs\n"
              "import ctypes\n"
              "with quiet_native_logs(False):\n"
              "    ctypes.string_at(0)\n")

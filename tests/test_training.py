@@ -482,7 +482,7 @@ def test_sft_then_export_gguf_then_sample_on_llama_cpp(sl_cai, tmp_path):
     import numpy as np
     import torch
     import transformers
-    from cai_cli.backends.llama_cpp import load_llama
+    from cai_cli.backends.llama_loading import load_llama
 
     exported = tmp_path / "sl-cai.gguf"
     result = run_cai("export-gguf", sl_cai, "--out", exported)
@@ -511,7 +511,7 @@ def test_sft_then_export_gguf_then_sample_on_llama_cpp(sl_cai, tmp_path):
 
 def last_token_logits(gguf_file: Path, text: str):
     import numpy as np
-    from cai_cli.backends.llama_cpp import load_llama
+    from cai_cli.backends.llama_loading import load_llama
 
     llm = load_llama(gguf_file, n_ctx=256, verbose=False)
     ids = llm.tokenize(text.encode(), add_bos=False, special=True)
@@ -655,7 +655,7 @@ def test_a_qwen2_folder_exports_with_its_biases_and_tied_embeddings_and_computes
     import torch
     import transformers
 
-    from cai_cli.backends.llama_cpp import load_llama
+    from cai_cli.backends.llama_loading import load_llama
 
     folder = tmp_path / "tiny-qwen2"
     tokenizer = transformers.AutoTokenizer.from_pretrained(embedded_model.parent, gguf_file=embedded_model.name)

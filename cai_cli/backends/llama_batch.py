@@ -53,6 +53,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from cai_cli.backends.native_logs import quiet_native_logs
 from cai_cli.errors import CaiError
 
 # Tokens decoded per step (one per generating sequence, the rest prompt chunks), and the largest
@@ -142,8 +143,6 @@ class BatchEngine:
     def run(self, jobs: Iterable[SequenceJob]) -> Iterator[SequenceJob]:
         """Run every job, pulling the next one only when a slot can take it, and yield each
         finished job in input order as soon as the ones before it are done."""
-        from cai_cli.backends.llama_cpp import quiet_native_logs
-
         if self.busy:
             raise CaiError("this llama.cpp backend is already generating; finish one stream before starting another")
         self.busy = True

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from cai_cli.backends import (BackendOptions, Completion, GenerationRequest, continuation_tokens, cut_at_stop,
                               prompt_text)
+from cai_cli.backends.llama_loading import load_llama
+from cai_cli.backends.native_logs import quiet_native_logs
 from cai_cli.errors import CaiError
 
 # The library's own default context (512) is too small for few-shot critique prompts; the
@@ -122,42 +123,6 @@ class LlamaCppBackend:
         return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
 
 
-def load_llama(path: Path | str, repack: bool | None = None, **kwargs):
-    """`llama_cpp.Llama(path, **kwargs)` with weight repacking on or off (None: what `--repack
-    auto` picks for this CPU). Every Llama that cai or its tests open goes through here, so none
-    takes the repacked path on a CPU where it crashes."""
-    import llama_cpp
-
-    if repack is None:
-        from cai_cli.hardware import use_weight_repacking
-
-        repack = use_weight_repacking()
-    with model_params_overridden(use_extra_bufts=repack):
-        return llama_cpp.Llama(model_path=str(path), **kwargs)
-
-
-@contextmanager
-def model_params_overridden(**fields):
-    """Let `Llama(...)` load its model with some `llama_model_params` fields set. llama-cpp-python
-    builds those params from `llama_model_default_params()` and exposes no argument for fields
-    such as `use_extra_bufts`, so the defaults it asks for are amended while it loads."""
-    import llama_cpp.llama_cpp as native
-
-    original = native.llama_model_default_params
-
-    def amended():
-        params = original()
-        for name, value in fields.items():
-            setattr(params, name, value)
-        return params
-
-    native.llama_model_default_params = amended
-    try:
-        yield
-    finally:
-        native.llama_model_default_params = original
-
-
 def tokenize_rendered(llm, text: str) -> list[int]:
     """Token ids of rendered chat text as llama.cpp reads it: the template spells out its own
     special tokens; BOS is added only where the model asks for it."""
@@ -216,25 +181,3 @@ def chat_formatter(chat_format: str | None, model_template: str | None, bos: str
             raise CaiError(f"the chat template failed to render: {exc}") from None
 
     return render
-
-
-class quiet_native_logs:
-    """Silence llama.cpp's C-level writes to stderr (model loading, context warnings) unless
-    --verbose: stdout must carry records only and stderr what a person needs."""
-
-    def __init__(self, verbose: bool):
-        self.verbose = verbose
-
-    def __enter__(self):
-        if self.verbose:
-            return self
-        self._saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        os.close(devnull)
-        return self
-
-    def __exit__(self, *exc_info):
-        if not self.verbose:
-            os.dup2(self._saved, 2)
-            os.close(self._saved)

@@ -212,7 +212,9 @@ def load_local_chat(options: BackendOptions) -> LocalChat | None:
 
 def gguf_chat(path: Path, options: BackendOptions) -> LocalChat:
     """A GGUF's template and tokenizer, read without its weights (llama.cpp's vocab-only load)."""
-    from cai_cli.backends.llama_cpp import load_llama, make_chat_formatter, quiet_native_logs, tokenize_rendered
+    from cai_cli.backends.llama_cpp import make_chat_formatter, tokenize_rendered
+    from cai_cli.backends.llama_loading import load_llama
+    from cai_cli.backends.native_logs import quiet_native_logs
 
     try:
         with quiet_native_logs(options.verbose):

@@ -2,8 +2,9 @@
 
 The chat template comes from the GGUF's metadata and renders in a sandboxed Jinja environment
 (llama-cpp-python's `Jinja2ChatFormatter`); `--chat-format` overrides it with a llama-cpp-python
-format name (chatml, llama-3, ...) or a Jinja template file. Native logs stay quiet unless
-`--verbose`.
+format name (chatml, llama-3, ...) or a Jinja template file (see `chat_templates`). The model is
+opened by `llama_loading.load_llama`; native logs stay quiet unless `--verbose` (`native_logs`).
+Generation runs on the continuous-batching engine of `llama_batch`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from cai_cli.backends import (BackendOptions, Completion, GenerationRequest, continuation_tokens, cut_at_stop,
                               prompt_text)
+from cai_cli.backends.chat_templates import make_chat_formatter, tokenize_rendered
 from cai_cli.backends.llama_loading import load_llama
 from cai_cli.backends.native_logs import quiet_native_logs
 from cai_cli.errors import CaiError
@@ -121,63 +123,3 @@ class LlamaCppBackend:
         with quiet_native_logs(self.options.verbose):
             llm.eval(tokens[shared:])
         return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
-
-
-def tokenize_rendered(llm, text: str) -> list[int]:
-    """Token ids of rendered chat text as llama.cpp reads it: the template spells out its own
-    special tokens; BOS is added only where the model asks for it."""
-    tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-    if llm.metadata.get("tokenizer.ggml.add_bos_token") == "true" and tokens[:1] != [llm.token_bos()]:
-        tokens.insert(0, llm.token_bos())
-    return tokens
-
-
-def make_chat_formatter(llm, chat_format: str | None):
-    """A function rendering messages to prompt text: the GGUF's own template, a
-    llama-cpp-python format name, or a Jinja template file."""
-
-    def token_text(token_id: int) -> str:
-        return llm._model.token_get_text(token_id) if token_id >= 0 else ""
-
-    return chat_formatter(chat_format, llm.metadata.get("tokenizer.chat_template"),
-                          token_text(llm.token_bos()), token_text(llm.token_eos()))
-
-
-def chat_formatter(chat_format: str | None, model_template: str | None, bos: str = "", eos: str = ""):
-    """A function rendering messages to prompt text: `chat_format` (a Jinja template file or a
-    llama-cpp-python format name) or else the model's own Jinja template, whose `bos_token` and
-    `eos_token` are `bos` and `eos`."""
-    from llama_cpp import llama_chat_format
-
-    if chat_format and Path(chat_format).is_file():
-        template = Path(chat_format).read_text(encoding="utf-8")
-    elif chat_format:
-        names = {chat_format.replace("-", "_"), chat_format.replace("-", "")}
-        formatter = next((getattr(llama_chat_format, f"format_{n}") for n in names
-                          if hasattr(llama_chat_format, f"format_{n}")), None)
-        if formatter is None:
-            known = sorted(n[len("format_"):] for n in dir(llama_chat_format) if n.startswith("format_"))
-            raise CaiError(f"unknown --chat-format {chat_format!r}: give a Jinja template file or one of "
-                           f"{', '.join(known)}")
-
-        def render_named(messages, add_generation_prompt=True):
-            # llama-cpp-python's named formats always end ready for the assistant's turn.
-            return formatter(messages=messages).prompt
-
-        return render_named
-    else:
-        template = model_template
-        if not template:
-            raise CaiError("this GGUF carries no chat template; give one with --chat-format "
-                           "(a name such as chatml, or a Jinja template file)")
-    formatters = {flag: llama_chat_format.Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
-                                                              add_generation_prompt=flag)
-                  for flag in (True, False)}
-
-    def render(messages, add_generation_prompt=True):
-        try:
-            return formatters[add_generation_prompt](messages=messages).prompt
-        except Exception as exc:  # a template error is the template's, whatever Jinja raised
-            raise CaiError(f"the chat template failed to render: {exc}") from None
-
-    return render

@@ -15,9 +15,9 @@ the model's chat template and sent to `/v1/completions` for one token and its to
 log-probabilities. The template comes from a local copy of the served model's tokenizer:
 `--tokenizer` (a GGUF file, a Hugging Face folder, or a hub id already in the local Hugging Face
 cache), or `-m` itself when it names a local file or folder (vLLM serves a folder under the path
-it was given), or `--chat-format` (a Jinja file or a llama.cpp format name). The same copy counts
-prompt tokens for the context check; without it the count is a low estimate and the server
-refuses what does not fit.
+it was given), or `--chat-format` (a Jinja file or a llama.cpp format name), and renders as it
+does in-process (`chat_templates`). The same copy counts prompt tokens for the context check;
+without it the count is a low estimate and the server refuses what does not fit.
 
 A letter's log-probability is that of the top tokens spelling the start of its text (summed, so
 "A" and, where a vocabulary has it, "A)" both count for "A)"); a letter absent from the top
@@ -199,7 +199,7 @@ def load_local_chat(options: BackendOptions) -> LocalChat | None:
     if source is None:
         if not options.chat_format:
             return None
-        from cai_cli.backends.llama_cpp import chat_formatter
+        from cai_cli.backends.chat_templates import chat_formatter
 
         return LocalChat(chat_formatter(options.chat_format, None), None, None, options.chat_format)
     path = Path(source).expanduser()
@@ -212,7 +212,7 @@ def load_local_chat(options: BackendOptions) -> LocalChat | None:
 
 def gguf_chat(path: Path, options: BackendOptions) -> LocalChat:
     """A GGUF's template and tokenizer, read without its weights (llama.cpp's vocab-only load)."""
-    from cai_cli.backends.llama_cpp import make_chat_formatter, tokenize_rendered
+    from cai_cli.backends.chat_templates import make_chat_formatter, tokenize_rendered
     from cai_cli.backends.llama_loading import load_llama
     from cai_cli.backends.native_logs import quiet_native_logs
 
@@ -230,7 +230,7 @@ def gguf_chat(path: Path, options: BackendOptions) -> LocalChat:
 def hugging_face_chat(source: str, options: BackendOptions) -> LocalChat:
     """A Hugging Face tokenizer's template: a local folder, or a hub id in the local cache (no
     download)."""
-    from cai_cli.backends.transformers import read_template_file
+    from cai_cli.backends.chat_templates import read_template_file, render_with_tokenizer
 
     import transformers
     from transformers.utils import logging as hf_logging
@@ -250,15 +250,10 @@ def hugging_face_chat(source: str, options: BackendOptions) -> LocalChat:
     if not tokenizer.chat_template:
         raise CaiError(f"--tokenizer {source} has no chat template; give one with --chat-format FILE.jinja")
 
-    def render(messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        try:
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-        except Exception as exc:  # a template error is the template's, whatever Jinja raised
-            raise CaiError(f"the chat template failed to render: {exc}") from None
-
     limit = getattr(tokenizer, "model_max_length", None)
     n_ctx = limit if isinstance(limit, int) and 0 < limit < 10_000_000 else None  # huge means "not set"
-    return LocalChat(render, lambda text: tokenizer(text, add_special_tokens=False).input_ids, n_ctx, source)
+    return LocalChat(partial(render_with_tokenizer, tokenizer),
+                     lambda text: tokenizer(text, add_special_tokens=False).input_ids, n_ctx, source)
 
 
 def plain_transcript(messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:

@@ -5,6 +5,8 @@ prompts of a window are sorted by length so that a batch pads as little as possi
 come back in input order. Multiple-choice scoring (`next_token_logprobs`, for compare and eval)
 is batched too, and computes the prefix that consecutive questions share (one pair's
 conversation and responses) once per batch, as llama.cpp's KV cache reuse does one at a time.
+The chat template is the tokenizer's own, or a Jinja file given with `--chat-format`, rendered
+in transformers' sandbox (see `chat_templates`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from cai_cli.backends import (BackendOptions, Completion, GenerationRequest, continuation_tokens, cut_at_stop,
                               shared_prefix_groups)
+from cai_cli.backends.chat_templates import read_template_file, render_with_tokenizer
 from cai_cli.errors import CaiError
 
 # A window of this many batches is read ahead and sorted by prompt length: enough to group
@@ -87,13 +90,7 @@ class TransformersBackend:
         # Checked here, not at load: a base model without a template can still continue raw text.
         if not self.tokenizer.chat_template:
             raise CaiError(f"{self.model_path} has no chat template; give one with --chat-format FILE.jinja")
-        # transformers renders chat templates in a sandboxed Jinja environment; a template that
-        # reaches for Python objects raises a SecurityError there, shown as a clean Error.
-        try:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                      add_generation_prompt=add_generation_prompt)
-        except Exception as exc:  # a template error is the template's, whatever Jinja raised
-            raise CaiError(f"the chat template failed to render: {exc}") from None
+        return render_with_tokenizer(self.tokenizer, messages, add_generation_prompt)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
@@ -260,10 +257,3 @@ def sample_top_p(logits, top_p: float, generator) -> int:
     keep[0] = True
     kept = probs * keep
     return int(ids[torch.multinomial(kept / kept.sum(), 1, generator=generator)])
-
-
-def read_template_file(spec: str) -> str:
-    path = Path(spec)
-    if not path.is_file():
-        raise CaiError(f"--chat-format for transformers must be a Jinja template file; {spec} is not a file")
-    return path.read_text(encoding="utf-8")

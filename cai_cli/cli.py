@@ -20,7 +20,7 @@ from cai_cli.commands import classify as classify_command, compare as compare_co
 from cai_cli.commands import eval as eval_command, export_gguf, label as label_command, report as report_command
 from cai_cli.commands import score, show as show_command, train_pm, train_rl, train_sft
 from cai_cli.errors import CaiError, console
-from cai_cli.records import OutputClosed
+from cai_cli.streams import OutputClosed
 
 app = typer.Typer(
     name="cai",

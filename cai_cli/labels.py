@@ -341,7 +341,7 @@ def parse_labels_spec(spec: str) -> tuple[str, Path]:
 def label_ratings_of_files(specs: Sequence[str], bootstrap: int, seed: int) -> list[Record]:
     """Ratings from the label files of `cai elo --labels`: the files of one dimension are fitted
     together (several labellers, say), each dimension on its own."""
-    from cai_cli.records import read_records
+    from cai_cli.streams import read_records
 
     by_dimension: dict[str, list[Record]] = {}
     for spec in specs:

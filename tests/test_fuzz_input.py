@@ -17,8 +17,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from conftest import run_cai
-from cai_cli.records import RecordError, read_records, validate_conversation, validate_response
+from cai_cli.records import RecordError, validate_conversation, validate_response
 from cai_cli.stages.critique import revision_history
+from cai_cli.streams import read_records
 
 FIELDS = ("prompt", "messages", "system", "id", "response", "revisions")
 BOM = b"\xef\xbb\xbf"

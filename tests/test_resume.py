@@ -184,7 +184,7 @@ def test_critique_then_revise_survive_repeated_sigkill(killed_sample, tmp_path):
 
 
 def test_resume_cuts_a_torn_last_line_and_keeps_the_complete_ones(tmp_path):
-    from cai_cli.records import RecordWriter
+    from cai_cli.streams import RecordWriter
 
     output = tmp_path / "out.jsonl"
     output.write_bytes(b'{"id": "a", "response": "x"}\n{"id": 2}\n{"id": "c", "resp')
@@ -198,7 +198,7 @@ def test_resume_cuts_a_torn_last_line_and_keeps_the_complete_ones(tmp_path):
 
 def test_resume_refuses_an_output_file_that_is_not_jsonl(tmp_path):
     from cai_cli.errors import CaiError
-    from cai_cli.records import RecordWriter
+    from cai_cli.streams import RecordWriter
 
     output = tmp_path / "out.jsonl"
     output.write_bytes(b'{"id": "a"}\nnot json\n{"id": "b"}\n')

@@ -102,7 +102,7 @@ def test_transformers_backend_runs_the_same_pipeline(prompts, embedded_model):
     """The GGUF dequantised by transformers, in-process through the library API (one load)."""
     from cai_cli.backends import BackendOptions, load_backend
     from cai_cli.constitution import load_constitution
-    from cai_cli.records import read_records
+    from cai_cli.streams import read_records
     from cai_cli.stages.critique import CritiqueSettings, CritiqueStage
     from cai_cli.stages.revise import ReviseStage
     from cai_cli.stages.sample import SampleSettings, SampleStage

@@ -59,7 +59,7 @@ def classify(
     """
     from cai_cli.backends import load_backend
     from cai_cli.errors import CaiError, console
-    from cai_cli.records import StreamInput, run_stream
+    from cai_cli.streams import StreamInput, run_stream
     from cai_cli.stages.classify import (ClassifyStage, agreement, classify_labeled_answers, match_labels,
                                          option_orders, read_labels, show_agreement)
 

@@ -13,7 +13,7 @@ from cai_cli.options import (IO_PANEL, ClampOpt, ConstitutionOpt, CotOpt, Feedba
                              OutputOpt, PrinciplesOpt, ReasoningTemperatureOpt, ReasoningTokensOpt, SeedOpt,
                              SkipInvalidOpt, SwapOpt, TopPOpt, with_model_options)
 from cai_cli.prompts import DEFAULT_COMPARISON_LAYOUT
-from cai_cli.records import KeptRecords, StreamInput, run_stream
+from cai_cli.streams import KeptRecords, StreamInput, run_stream
 
 JudgedResumeOpt = Annotated[bool, typer.Option(
     "--resume", rich_help_panel=IO_PANEL,

@@ -67,7 +67,7 @@ def eval(  # noqa: A001 - the command is `cai eval`
         cai eval -m my-feedback-model.gguf --principles 4 paper_eval.jsonl --items scored.jsonl --resume
     """
     from cai_cli.constitution import load_constitution
-    from cai_cli.records import KeptRecords, RecordWriter, StreamInput, source_name, stale_message
+    from cai_cli.streams import KeptRecords, RecordWriter, StreamInput, source_name, stale_message
     from cai_cli.metrics import summarise
     from cai_cli.stages.eval import EvalRun, item_record, kept_outcome, validate_item_record
     from cai_cli.stages.feedback import FeedbackSettings, check_feedback_settings, parse_clamp

@@ -153,7 +153,7 @@ def export_items(inputs, names, export, key_path, seed, skip_invalid):
 def import_labels(filled, key_path, items, output, labeler):
     from cai_cli.errors import CaiError, console
     from cai_cli.labels import FilledLabels, file_sha256, read_key, unblind
-    from cai_cli.records import RecordWriter, read_records
+    from cai_cli.streams import RecordWriter, read_records
 
     key = read_key(key_path)
     if items is not None and file_sha256(items) != key.get("items_sha256"):

@@ -11,7 +11,7 @@ from cai_cli.backends import BackendOptions, load_backend
 from cai_cli.dedup import DEFAULT_NGRAM, DEFAULT_THRESHOLD
 from cai_cli.options import (InputArg, MaxTokensOpt, OutputOpt, SeedOpt, SkipInvalidOpt, TemperatureOpt, TopPOpt,
                              with_model_options)
-from cai_cli.records import run_stream
+from cai_cli.streams import run_stream
 
 GENERATION_PANEL = "Generation"
 QUALITY_PANEL = "Quality"

@@ -9,7 +9,7 @@ import typer
 from cai_cli.backends import BackendOptions, load_backend
 from cai_cli.options import (InputArg, MaxTokensOpt, OutputOpt, ResumeOpt, SAMPLING_PANEL, SeedOpt,
                              SkipInvalidOpt, TemperatureOpt, TopPOpt, with_model_options)
-from cai_cli.records import StreamInput, run_stream
+from cai_cli.streams import StreamInput, run_stream
 
 
 @with_model_options

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from cai_cli.options import BatchSizeOpt, InputArg, OutputOpt, ResumeOpt, SkipInvalidOpt, VerboseOpt
-from cai_cli.records import StreamInput, run_stream
+from cai_cli.streams import StreamInput, run_stream
 
 
 def score(

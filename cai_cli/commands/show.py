@@ -52,7 +52,7 @@ def show(
     from rich.console import Console
 
     from cai_cli.errors import CaiError
-    from cai_cli.records import read_records
+    from cai_cli.streams import read_records
     from cai_cli.stages.show import describe, plain_text, summary_line, table, validate_shown
 
     shown = [describe(record) for record in read_records(input, validate_shown, skip_invalid)]

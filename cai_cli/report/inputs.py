@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from cai_cli.errors import CaiError
-from cai_cli.records import InvalidRecord, Record, read_records, type_name, validate_response
+from cai_cli.records import InvalidRecord, Record, type_name, validate_response
 from cai_cli.stages.elo import validate_judgement
+from cai_cli.streams import read_records
 
 CHECKPOINT_STATE = "trainer_state.json"
 

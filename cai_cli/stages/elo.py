@@ -38,11 +38,11 @@ from cai_cli.backends import Backend, BackendOptions, load_backend
 from cai_cli.constitution import Constitution, load_constitution
 from cai_cli.errors import CaiError, console
 from cai_cli.prompts import Message, prompt_messages
-from cai_cli.records import (JUDGE_KEY, InvalidRecord, KeptRecords, Record, RecordWriter, read_records, record_id,
-                             stale_message, type_name, validate_conversation)
+from cai_cli.records import JUDGE_KEY, InvalidRecord, Record, record_id, type_name, validate_conversation
 from cai_cli.stages.compare import DIGITS, orderings_field
 from cai_cli.stages.feedback import (FeedbackModel, FeedbackSettings, Judgement, check_feedback_settings,
                                      pair_probability, parse_clamp)
+from cai_cli.streams import KeptRecords, RecordWriter, read_records, stale_message
 
 DEFAULT_DIMENSIONS = {"harmless": "harmlessness", "helpful": "helpfulness"}
 

@@ -26,9 +26,10 @@ from cai_cli.backends import Backend
 from cai_cli.constitution import Constitution
 from cai_cli.metrics import EvalOutcome, mean
 from cai_cli.prompts import COT_REQUEST, derive_seed
-from cai_cli.records import JUDGE_KEY, InvalidRecord, KeptRecords, Record, record_id, validate_conversation
+from cai_cli.records import JUDGE_KEY, InvalidRecord, Record, record_id, validate_conversation
 from cai_cli.stages.feedback import (LETTERS, FeedbackModel, FeedbackSettings, Judgement, Question, clamp_probability,
                                      judged_conversation, pair_probability)
+from cai_cli.streams import KeptRecords
 
 # The paper's evaluation prompts end in this cue; in a chat it starts the assistant's answer.
 ANSWER_CUE = re.compile(r"(The answer is:?)\s*$", re.IGNORECASE)

@@ -162,7 +162,7 @@ class FeedbackModel:
         a hash of them and of everything else its probabilities depend on: the model and backend,
         the constitution's comparison principles and every setting (principle, K, swap, layout,
         cot, clamp, reasoning sampling, seed). A resume reuses a kept judgement only when its key
-        is the same (`records.KeptRecords`)."""
+        is the same (`streams.KeptRecords`)."""
         return content_key({"texts": texts, "model": self.backend.model_path, "backend": self.backend.name,
                             "principles": [[p.name, p.text] for p in self.comparisons],
                             "settings": asdict(self.settings)})

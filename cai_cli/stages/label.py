@@ -17,7 +17,8 @@ from pathlib import Path
 
 from cai_cli.errors import CaiError, console
 from cai_cli.labels import ANSWER_CLASSES, RUBRIC, BlindItem, unblinded_record, validate_label
-from cai_cli.records import Record, read_records
+from cai_cli.records import Record
+from cai_cli.streams import read_records
 
 CLASS_KEYS = {str(i): name for i, name in enumerate(ANSWER_CLASSES, 1)}
 NO_CLASS_KEY = "0"

@@ -31,10 +31,10 @@ from cai_cli.backends import Backend, Completion, GenerationRequest, check_fits
 from cai_cli.dedup import DEFAULT_NGRAM, DEFAULT_THRESHOLD, NearDuplicateIndex, distinct_ngrams_per
 from cai_cli.errors import CaiError
 from cai_cli.prompts import PROMPT_KINDS, build_new_prompt_messages, build_new_prompt_text, derive_seed
-from cai_cli.records import (InvalidRecord, Record, read_records, record_id, source_name, type_name,
-                             validate_conversation)
+from cai_cli.records import InvalidRecord, Record, record_id, type_name, validate_conversation
 from cai_cli.stages import Plan, run_generation
 from cai_cli.stages.checks import extract_prompt, prompt_problem
+from cai_cli.streams import read_records, source_name
 
 KINDS = tuple(PROMPT_KINDS)
 # Reasons a generated text is dropped, in the order they are checked (and reported).

@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 from cai_cli.errors import CaiError
 from cai_cli.prompts import prompt_messages
-from cai_cli.records import InvalidRecord, Record, content_id, read_records, type_name, validate_conversation
+from cai_cli.records import InvalidRecord, Record, content_id, type_name, validate_conversation
+from cai_cli.streams import read_records
 
 Messages = list[dict[str, str]]
 

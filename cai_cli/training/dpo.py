@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cai_cli.training.config import RLConfig, field_help, setting
-from cai_cli.training.runs import say
-
-COMMAND = "train-rl"
+from cai_cli.training.policy import COMMAND
 
 
 @dataclass
@@ -50,9 +48,9 @@ def train_dpo(config: DPOConfig) -> dict[str, Any]:
     write the policy to `config.out` and return the run's summary."""
     from cai_cli.training.data import (decisive, oriented_pairs, parse_source, preference_example, read_training_data,
                                        report_left_out, token_length)
-    from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries, reference_model_loading
-    from cai_cli.training.runs import (last_logged, lora_settings, make_callbacks, plan_run, prepare_trainer,
-                                       provenance, run_training, save_run_model, trainer_arguments)
+    from cai_cli.training.loading import load_for_training, prepare_libraries
+    from cai_cli.training.policy import save_policy, set_up_policy
+    from cai_cli.training.runs import last_logged, make_callbacks, plan_run, prepare_trainer, run_training
 
     sources = [parse_source(config.data)] + [parse_source(spec) for spec in config.mix]
     data = read_training_data(sources, preference_example, config.skip_invalid, config.keep_flagged)
@@ -69,28 +67,17 @@ def train_dpo(config: DPOConfig) -> dict[str, Any]:
                             for side in ("chosen", "rejected")) <= config.max_length, "too_long")
     examples = oriented_pairs(data.resampled(config.seed))
     report_left_out(COMMAND, data)
-    peft_config = lora_settings(config, "CAUSAL_LM")
-    learning_rate = config.learning_rate or default_learning_rate(peft_config is not None)
-    common = trainer_arguments(config, plan, learning_rate)
-    beta = config.beta_value()
-    reference_loading = reference_model_loading(loaded) if peft_config is None else None
-    say(f"{COMMAND}: {config.algo}, {len(examples)} pairs, policy {loaded.path.name}, beta {beta}, "
-        f"{'LoRA r=' + str(config.lora_r) if peft_config else 'full fine-tuning'}, "
-        f"{'GPU' if on_gpu() else 'CPU'}")
+    setup = set_up_policy(config, plan, loaded, default_learning_rate, f"{len(examples)} pairs")
     from trl import DPOConfig as TrlDPOConfig, DPOTrainer
 
-    arguments = TrlDPOConfig(**common, beta=beta, max_length=config.max_length, model_init_kwargs=reference_loading)
+    arguments = TrlDPOConfig(**setup.arguments, beta=setup.beta, max_length=config.max_length,
+                             model_init_kwargs=setup.reference_loading)
     trainer = DPOTrainer(model=loaded.model, args=arguments, train_dataset=Dataset.from_list(examples),
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=make_callbacks(COMMAND))
+                         processing_class=tokenizer, peft_config=setup.peft_config, callbacks=make_callbacks(COMMAND))
     prepare_trainer(trainer)
     figures = run_training(trainer, plan)
     figures.update(last_logged(trainer.state.log_history, ("rewards/margins", "rewards/accuracies")))
     figures["examples"] = len(examples)
     figures["left_out"] = dict(data.left_out)
-    made = provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures)
-    save_run_model(trainer, tokenizer, plan, made, config.keep_adapter,
-                   load_base=lambda: load_for_training(config.policy, "causal-lm", padding_side="left").model)
     # `reward_model` stays, None, so that every train-rl summary has the same keys.
-    return {"command": COMMAND, "algo": config.algo, "out": str(plan.out), "policy": str(loaded.path),
-            "reward_model": None, "source_gguf": str(loaded.source_gguf) if loaded.source_gguf else None,
-            "lora": peft_config is not None, "beta": beta, "learning_rate": learning_rate, **figures}
+    return save_policy(trainer, config, plan, loaded, setup, figures, reward_model=None)

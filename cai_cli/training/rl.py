@@ -30,9 +30,7 @@ from typing import Any
 
 from cai_cli.errors import CaiError
 from cai_cli.training.config import RLConfig
-from cai_cli.training.runs import say
-
-COMMAND = "train-rl"
+from cai_cli.training.policy import COMMAND
 
 
 def default_learning_rate(lora: bool) -> float:
@@ -45,9 +43,9 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
     the prompts in `config.data` (+ `config.mix`); write the policy to `config.out` and return
     the run's summary."""
     from cai_cli.training.data import parse_source, prompt_example, read_training_data, report_left_out, token_length
-    from cai_cli.training.loading import load_for_training, on_gpu, prepare_libraries, reference_model_loading
-    from cai_cli.training.runs import (last_logged, lora_settings, make_callbacks, plan_run, prepare_trainer,
-                                       provenance, run_training, save_run_model, trainer_arguments)
+    from cai_cli.training.loading import load_for_training, prepare_libraries
+    from cai_cli.training.policy import save_policy, set_up_policy
+    from cai_cli.training.runs import last_logged, make_callbacks, plan_run, prepare_trainer, run_training
 
     sources = [parse_source(config.data)] + [parse_source(spec) for spec in config.mix]
     data = read_training_data(sources, prompt_example, config.skip_invalid, config.keep_flagged)
@@ -67,23 +65,16 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
               + config.max_completion_length <= limit, "too_long")
     examples = data.resampled(config.seed)
     report_left_out(COMMAND, data)
-    peft_config = lora_settings(config, "CAUSAL_LM")
-    learning_rate = config.learning_rate or default_learning_rate(peft_config is not None)
-    common = trainer_arguments(config, plan, learning_rate)
-    beta = config.beta_value()
-    reference_loading = reference_model_loading(loaded) if peft_config is None else None
-    say(f"{COMMAND}: {config.algo}, {len(examples)} prompts, policy {loaded.path.name}, beta {beta}, "
-        f"{'LoRA r=' + str(config.lora_r) if peft_config else 'full fine-tuning'}, "
-        f"{'GPU' if on_gpu() else 'CPU'}")
+    setup = set_up_policy(config, plan, loaded, default_learning_rate, f"{len(examples)} prompts")
     dataset = Dataset.from_list(examples)
     from cai_cli.training.preference import PreferenceModel
 
     reward = PreferenceReward(PreferenceModel(config.reward_model, batch_size=config.batch_size,
                                               verbose=config.verbose))
     trainer_class, config_class = on_policy_classes(config.algo)
-    arguments = config_class(**common, beta=beta, num_generations=config.num_generations,
+    arguments = config_class(**setup.arguments, beta=setup.beta, num_generations=config.num_generations,
                              max_completion_length=config.max_completion_length,
-                             temperature=config.temperature, model_init_kwargs=reference_loading,
+                             temperature=config.temperature, model_init_kwargs=setup.reference_loading,
                              # A cut-off completion still learns, from the score the reward
                              # gives it (see PreferenceReward), not masked out of the loss.
                              mask_truncated_completions=False,
@@ -91,7 +82,7 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
                              # between generation and the update: noise in the policy ratio.
                              disable_dropout=True)
     trainer = trainer_class(model=loaded.model, reward_funcs=reward, args=arguments, train_dataset=dataset,
-                            processing_class=tokenizer, peft_config=peft_config, callbacks=make_callbacks(COMMAND))
+                            processing_class=tokenizer, peft_config=setup.peft_config, callbacks=make_callbacks(COMMAND))
     # A completion that ends without one of these tokens ran into max_completion_length.
     reward.end_ids = {*trainer.eos_token_ids, tokenizer.pad_token_id}
     prepare_trainer(trainer)
@@ -101,13 +92,7 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
     figures["cut_off"] = {"completions": reward.cut_off, "of": reward.scored,
                           "scored_by": "pm" if reward.pm_knows_cut_off else "below the batch's finished ones"}
     figures["left_out"] = dict(data.left_out)
-    made = provenance(COMMAND, config, loaded.path, loaded.source_gguf, figures)
-    save_run_model(trainer, tokenizer, plan, made, config.keep_adapter,
-                   load_base=lambda: load_for_training(config.policy, "causal-lm", padding_side="left").model)
-    return {"command": COMMAND, "algo": config.algo, "out": str(plan.out), "policy": str(loaded.path),
-            "reward_model": config.reward_model,
-            "source_gguf": str(loaded.source_gguf) if loaded.source_gguf else None,
-            "lora": peft_config is not None, "beta": beta, "learning_rate": learning_rate, **figures}
+    return save_policy(trainer, config, plan, loaded, setup, figures, reward_model=config.reward_model)
 
 
 class PreferenceReward:

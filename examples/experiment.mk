@@ -258,9 +258,9 @@ $(XOUT)/report/index.html: $(EVAL_ANSWERS) $(XOUT)/elo-harmless.jsonl $(XOUT)/el
 # both kinds, and a PM trained on red-team pairs alone would reward refusing everything.
 rl_prompts_of = $(if $(filter redteam,$(1)),$(P)/sl-prompts.jsonl,$(P)/helpful-train.jsonl)
 constitution_of = $(if $(filter redteam,$(1)),harmlessness,helpfulness)
-# Chain-of-thought labels (compare --cot, whose labels are clamped to 0.4-0.6): off until
-# rl-judge-cot shows that they label the hand-checked pairs better. Set RL_COT=1 to use them, and
-# remove prefs-*.jsonl to label again.
+# Chain-of-thought labels (compare --cot, whose labels are clamped to 0.4-0.6): off, since
+# rl-judge-cot found them worse on the hand-checked harmless pairs in run 5 (14 of 23 right against
+# 21 without). Set RL_COT=1 to use them, and remove prefs-*.jsonl to label again.
 RL_COT ?=
 # The KL penalty to the SL-CAI model (train-rl's default for rloo): large enough that the policy
 # keeps SL-CAI's language, small enough that 40 steps can move its refusals.

@@ -45,7 +45,8 @@ from cai_cli.backends import BackendOptions, GenerationRequest, load_backend  # 
 from cai_cli.constitution import load_constitution  # noqa: E402
 from cai_cli.prompts import COMPARISON_LAYOUTS, DEFAULT_COMPARISON_LAYOUT, derive_seed  # noqa: E402
 from cai_cli.stages.compare import CompareStage  # noqa: E402
-from cai_cli.stages.feedback import FeedbackModel, FeedbackSettings, judged_conversation  # noqa: E402
+from cai_cli.settings import FeedbackSettings
+from cai_cli.stages.feedback import FeedbackModel, judged_conversation  # noqa: E402
 
 LETTER = re.compile(r"\(([AB])\)|\b([AB])\b")
 

@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cai_cli.backends import BackendOptions, Completion, load_backend  # noqa: E402
+from cai_cli.backends import BackendOptions, Completion, Sampling, load_backend  # noqa: E402
 
 
 def load_prompts(count: int) -> list[dict]:
@@ -101,7 +101,8 @@ def run_stage(stage, records, generate):
 def worker(spec: dict) -> dict:
     """One timed measurement in this process: a path (naive/batched) on one workload."""
     from cai_cli.constitution import load_constitution
-    from cai_cli.stages.critique import CritiqueSettings, CritiqueStage
+    from cai_cli.settings import CritiqueSettings
+    from cai_cli.stages.critique import CritiqueStage
     from cai_cli.stages.revise import ReviseStage
     from cai_cli.stages.sample import SampleSettings, SampleStage
 
@@ -118,14 +119,14 @@ def worker(spec: dict) -> dict:
     else:
         naive = naive_llama_cpp if backend.name == "llama-cpp" else naive_transformers
         generate = lambda requests: naive(backend, requests)  # noqa: E731
-    settings = dict(max_tokens=spec["tokens"], temperature=spec["temperature"], top_p=0.95, seed=spec["seed"])
+    sampling = Sampling(max_tokens=spec["tokens"], temperature=spec["temperature"], top_p=0.95, seed=spec["seed"])
     records = [json.loads(line) for line in Path(spec["input"]).read_text(encoding="utf-8").splitlines()]
     started = time.perf_counter()
     if spec["workload"] == "sample":
-        records, texts = run_stage(SampleStage(backend, SampleSettings(**settings)), records, generate)
+        records, texts = run_stage(SampleStage(backend, SampleSettings(sampling=sampling)), records, generate)
     else:
         constitution = load_constitution(None)
-        round_settings = CritiqueSettings(**settings)
+        round_settings = CritiqueSettings(sampling=sampling)
         records, critiques = run_stage(CritiqueStage(backend, constitution, round_settings), records, generate)
         records, revisions = run_stage(ReviseStage(backend, constitution, round_settings), records, generate)
         texts = critiques + revisions

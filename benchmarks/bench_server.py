@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_generation import load_average, load_prompts  # noqa: E402
 
-from cai_cli.backends import BackendOptions, Completion, load_backend  # noqa: E402
+from cai_cli.backends import BackendOptions, Completion, Sampling, load_backend  # noqa: E402
 
 ALIAS = "bench-model"
 
@@ -76,8 +76,8 @@ def worker(spec: dict) -> dict:
                                  parallel=spec["parallel"])
     backend = load_backend(options)
     generating = OneAtATime(backend) if spec["path"] == "one at a time" else backend
-    stage = SampleStage(generating, SampleSettings(max_tokens=spec["tokens"], temperature=spec["temperature"],
-                                                   seed=spec["seed"]))
+    stage = SampleStage(generating, SampleSettings(sampling=Sampling(max_tokens=spec["tokens"],
+                                                                    temperature=spec["temperature"], seed=spec["seed"])))
     if spec["path"] == "batched":
         backend.batch_engine()  # allocating its context is set-up, like a server's start
     records = [json.loads(line) for line in Path(spec["input"]).read_text(encoding="utf-8").splitlines()]

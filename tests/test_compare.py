@@ -18,9 +18,10 @@ from cai_cli.backends import shared_prefix_groups
 from cai_cli.constitution import load_constitution
 from cai_cli.errors import CaiError
 from cai_cli.records import InvalidRecord
+from cai_cli.settings import FeedbackSettings, parse_clamp
 from cai_cli.stages.compare import CompareStage, PairJob, pair_record_id, record_responses, response_pairs
-from cai_cli.stages.feedback import (FeedbackModel, FeedbackSettings, Judgement, Question, normalise_choice_logprobs,
-                                     pair_probability, parse_clamp, stream_through)
+from cai_cli.stages.feedback import (FeedbackModel, Judgement, Question, normalise_choice_logprobs,
+                                     pair_probability, stream_through)
 from conftest import read_jsonl, run_cai, write_jsonl
 
 RULES = load_constitution()
@@ -88,13 +89,18 @@ def test_the_ensemble_averages_over_principles():
 
 
 def test_clamp_option():
-    assert parse_clamp(None, cot=False) is None
-    assert parse_clamp(None, cot=True) == (0.4, 0.6)
-    assert parse_clamp("0.3,0.7", cot=False) == (0.3, 0.7)
-    assert parse_clamp("none", cot=True) is None
-    for bad in ("0.7,0.3", "0.6,0.9", "0.5,0.5", "x", "0.1,0.2,0.3"):
+    """--clamp as the settings take it: no flag clamps chain-of-thought labels only, 'none' turns
+    clamping off, LO,HI are checked."""
+    def clamp(text, cot):
+        return FeedbackSettings(cot=cot, clamp=parse_clamp(text)).clamp
+
+    assert clamp(None, cot=False) is None
+    assert clamp(None, cot=True) == (0.4, 0.6)
+    assert clamp("0.3,0.7", cot=False) == (0.3, 0.7)
+    assert clamp("none", cot=True) is None
+    for bad in ("0.7,0.3", "0.6,0.9", "0.5,0.5", "x", "0.1,0.2,0.3", "0.3"):
         with pytest.raises(CaiError):
-            parse_clamp(bad, cot=True)
+            parse_clamp(bad)
 
 
 def test_principle_draws_are_seeded_distinct_and_checked():

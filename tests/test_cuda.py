@@ -103,7 +103,7 @@ def test_cai_device_picks_the_device_and_never_falls_back(monkeypatch):
 def test_sample_generates_in_batches_on_the_device(device, model, tmp_path, monkeypatch):
     import torch
 
-    from cai_cli.backends import BackendOptions, load_backend
+    from cai_cli.backends import BackendOptions, Sampling, load_backend
     from cai_cli.stages.sample import SampleSettings, SampleStage
 
     monkeypatch.setenv("CAI_DEVICE", device)
@@ -113,7 +113,7 @@ def test_sample_generates_in_batches_on_the_device(device, model, tmp_path, monk
     assert weights.dtype == (torch.bfloat16 if device == "cuda" else torch.float32)
     # Six prompts of different lengths: two batches of four, left-padded, sorted by length.
     prompts = [{"id": f"p{i}", "prompt": " ".join(PROMPTS[: i % 4 + 1])} for i in range(6)]
-    records = list(SampleStage(backend, SampleSettings(max_tokens=8))(prompts))
+    records = list(SampleStage(backend, SampleSettings(sampling=Sampling(max_tokens=8)))(prompts))
     assert [r["id"] for r in records] == [p["id"] for p in prompts]
     assert all(isinstance(r["response"], str) for r in records)
     if device == "cuda":

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from cai_cli.backends import BackendOptions, Completion, GenerationRequest, continuation_tokens, load_backend
+from cai_cli.backends import BackendOptions, Completion, GenerationRequest, Sampling, continuation_tokens, load_backend
 from cai_cli.constitution import load_constitution
 from cai_cli.prompts import answered_conversation, build_critique_messages, build_revision_messages
+from cai_cli.settings import CritiqueSettings, FeedbackSettings
 from cai_cli.stages.checks import revision_problems, strip_preamble
-from cai_cli.stages.critique import CritiqueSettings
-from cai_cli.stages.feedback import FeedbackModel, FeedbackSettings
+from cai_cli.stages.feedback import FeedbackModel
 from cai_cli.stages.revise import ReviseStage
 from cai_cli.training.data import DataSource, preference_example, read_training_data, split_held_out
 from conftest import EXAMPLES, ROOT, ScriptedBackend, run_cai, write_jsonl
@@ -159,7 +159,7 @@ def test_sample_draws_a_refusal_again_and_marks_what_still_refuses():
     assert len({request.seed for request in seen}) == len(seen) == 7  # every draw a fresh seed
     assert "4 refusals drawn again in 2 records, 1 answers still refusing" in stage.summary()
     with pytest.raises(ValueError, match="greedy"):
-        SampleStage(backend, SampleSettings(temperature=0, redraw_refusals=1))
+        SampleStage(backend, SampleSettings(sampling=Sampling(temperature=0), redraw_refusals=1))
 
 
 # 3. The conversation the model critiques is the one it answered ---------------------------

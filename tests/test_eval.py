@@ -11,7 +11,8 @@ from cai_cli.constitution import load_constitution
 from cai_cli.records import InvalidRecord
 from cai_cli.metrics import summarise, wilson_interval
 from cai_cli.stages.eval import EvalItem, eval_item, eval_outcome, split_options
-from cai_cli.stages.feedback import FeedbackModel, FeedbackSettings, Judgement, Question
+from cai_cli.settings import FeedbackSettings
+from cai_cli.stages.feedback import FeedbackModel, Judgement, Question
 from conftest import EXAMPLES, FIXTURES, read_jsonl, run_cai, write_jsonl
 
 RULES = load_constitution()

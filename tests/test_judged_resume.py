@@ -14,8 +14,8 @@ import pytest
 
 from cai_cli.constitution import load_constitution
 from cai_cli.records import JUDGE_KEY
+from cai_cli.settings import FeedbackSettings
 from cai_cli.stages.elo import JudgeStage, MatchedItem
-from cai_cli.stages.feedback import FeedbackSettings
 from cai_cli.streams import KeptRecords, RecordWriter
 from conftest import EXAMPLES, read_jsonl, run_cai, write_jsonl
 

@@ -167,11 +167,12 @@ def test_trust_remote_code_is_an_explicit_flag_of_every_model_command():
     import typer
     from typer.testing import CliRunner
 
-    from cai_cli.options import with_model_options
+    from cai_cli.flags import with_settings
+    from cai_cli.options import MODEL_OPTIONS
 
     seen = []
 
-    @with_model_options
+    @with_settings(model_options=MODEL_OPTIONS)
     def probe(*, model_options) -> None:
         seen.append(model_options.trust_remote_code)
 

@@ -102,20 +102,23 @@ def test_transformers_backend_runs_the_same_pipeline(prompts, embedded_model):
     """The GGUF dequantised by transformers, in-process through the library API (one load)."""
     from cai_cli.backends import BackendOptions, load_backend
     from cai_cli.constitution import load_constitution
+    from cai_cli.backends import Sampling
+    from cai_cli.settings import CritiqueSettings
+    from cai_cli.stages.critique import CritiqueStage
     from cai_cli.streams import read_records
-    from cai_cli.stages.critique import CritiqueSettings, CritiqueStage
     from cai_cli.stages.revise import ReviseStage
     from cai_cli.stages.sample import SampleSettings, SampleStage
 
     backend = load_backend(BackendOptions(model=str(embedded_model), backend="transformers", batch_size=2))
     assert backend.name == "transformers"
-    rules, settings = load_constitution(), CritiqueSettings(max_tokens=6, temperature=0)
-    records = list(SampleStage(backend, SampleSettings(max_tokens=6, temperature=0))(read_records(prompts)))
+    greedy = Sampling(max_tokens=6, temperature=0)
+    rules, settings = load_constitution(), CritiqueSettings(sampling=greedy)
+    records = list(SampleStage(backend, SampleSettings(sampling=greedy))(read_records(prompts)))
     records = list(ReviseStage(backend, rules, settings)(CritiqueStage(backend, rules, settings)(records)))
     assert [r["id"] for r in records] == [r["id"] for r in read_records(prompts)]
     assert all(len(r["revisions"]) == 1 and r["initial_response"] for r in records)
     # Greedy decoding is reproducible on the same backend.
-    again = list(SampleStage(backend, SampleSettings(max_tokens=6, temperature=0))(read_records(prompts)))
+    again = list(SampleStage(backend, SampleSettings(sampling=greedy))(read_records(prompts)))
     assert [r["response"] for r in again] == [r["initial_response"] for r in records]
 
 

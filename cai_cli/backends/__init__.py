@@ -13,9 +13,10 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cai_cli.errors import CaiError
+from cai_cli.flags import MODEL_PANEL, SAMPLING_PANEL, SERVER_PANEL, setting
 
 BACKENDS = ("auto", "llama-cpp", "transformers", "openai")
 
@@ -38,6 +39,23 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """How a generating stage samples: the settings every one of them shares (and their flags).
+
+    The seed is a run's; each request's seed is derived from it and the record (`derive_seed`), so
+    a record's draw does not depend on the others."""
+
+    max_tokens: int = setting(256, "Most new tokens per completion.", min=1, panel=SAMPLING_PANEL)
+    temperature: float = setting(0.7, "0 means greedy.", min=0.0, panel=SAMPLING_PANEL)
+    top_p: float = setting(0.95, "Nucleus sampling threshold.", min=0.0, max=1.0, panel=SAMPLING_PANEL)
+    seed: int = setting(0, "Seed for sampling and principle draws: same seed, same output.", panel=SAMPLING_PANEL)
+
+    def request(self, messages: list[dict[str, str]], seed: int, **raw: Any) -> GenerationRequest:
+        """One completion of `messages` with these settings and a derived `seed`."""
+        return GenerationRequest(messages, self.max_tokens, self.temperature, self.top_p, seed, **raw)
+
+
+@dataclass(frozen=True)
 class Completion:
     """A generated text and why generation stopped: "stop" (the model ended its turn) or
     "length" (cut off at the request's `max_tokens`: the text is unfinished)."""
@@ -52,25 +70,54 @@ class Completion:
 
 @dataclass(frozen=True)
 class BackendOptions:
-    """How to find and run a model; one bundle shared by every command that loads one."""
+    """How to find and run a model; one bundle shared by every command that loads one (and its
+    flags: the Model and Server panels of their --help)."""
 
-    model: str | None = None
-    backend: str = "auto"
-    chat_format: str | None = None
-    n_ctx: int | None = None
-    parallel: int = 8
-    batch_size: int = 16
-    threads: int | None = None
-    device: str | None = None
-    repack: str | None = None  # llama.cpp weight repacking: auto/on/off (None: CAI_REPACK or auto)
-    verbose: bool = False
-    trust_remote_code: bool = False
+    model: str | None = setting(
+        None, "A .gguf file or a Hugging Face model folder (default: the embedded SmolLM2-135M-Instruct); with "
+              "--backend openai, the name the server serves the model under.",
+        "-m", "--model", envvar="CAI_MODEL", panel=MODEL_PANEL, show_default=False)
+    backend: str = setting(
+        "auto", "auto (a --base-url -> openai, GGUF -> llama-cpp, folder -> transformers), llama-cpp, transformers "
+                "or openai (any OpenAI-compatible server: vLLM, SGLang, TGI, llama.cpp, ollama).", panel=MODEL_PANEL)
+    chat_format: str | None = setting(
+        None, "Override the model's chat template: a Jinja file, or a llama.cpp format name (chatml, ...).",
+        panel=MODEL_PANEL, show_default=False)
+    n_ctx: int | None = setting(
+        None, "Context size in tokens (default: the model's, at most 4096 on llama.cpp).", min=64,
+        panel=MODEL_PANEL, show_default=False)
+    parallel: int = setting(8, "llama.cpp: sequences generated at once.", min=1, panel=MODEL_PANEL)
+    batch_size: int = setting(
+        16, "transformers: prompts per batch, generated or scored (compare/eval) together.", min=1, panel=MODEL_PANEL)
+    threads: int | None = setting(
+        None, "llama.cpp: CPU threads (default: all cores). In a pipe of several cai commands, give each fewer "
+              "(e.g. CAI_THREADS=1) so they do not fight over the cores.",
+        min=1, envvar="CAI_THREADS", panel=MODEL_PANEL, show_default=False)
+    device: str | None = setting(None, "transformers: the torch device (default: CUDA when present).", flag=False)
+    repack: str | None = setting(  # None (a library caller's default): CAI_REPACK, or auto
+        None, "llama.cpp: repack weights for this CPU's vector units at load. auto: on, except on CPUs with AMX, "
+              "where llama.cpp's repacked path crashes (see `cai doctor`).",
+        envvar="CAI_REPACK", metavar="auto|on|off", panel=MODEL_PANEL)
+    verbose: bool = setting(False, "Show the inference libraries' own logs.", panel=MODEL_PANEL)
+    trust_remote_code: bool = setting(
+        False, "transformers: run Python code shipped in the model folder. Only for folders you trust.",
+        panel=MODEL_PANEL)
     # The OpenAI-compatible server backend (`--backend openai`):
-    base_urls: tuple[str, ...] = ()  # one or more servers; requests are spread over them
-    concurrency: int = 8  # requests in flight per server
-    timeout: float = 600.0  # seconds one request may take before it is retried
-    retries: int = 8  # further attempts of a request that failed (on another server when there is one)
-    tokenizer: str | None = None  # a local copy of the served model's tokenizer (chat template, counts)
+    base_urls: tuple[str, ...] = setting(
+        (), "An OpenAI-compatible server, such as http://127.0.0.1:8000/v1; repeat it (or separate URLs with "
+            "commas) to spread requests over several. The API key comes from CAI_API_KEY or OPENAI_API_KEY.",
+        "--base-url", envvar="CAI_BASE_URL", panel=SERVER_PANEL, show_default=False)
+    concurrency: int = setting(
+        8, "Requests in flight per server (servers that batch, such as vLLM, want many).", min=1, panel=SERVER_PANEL)
+    timeout: float = setting(
+        600.0, "Seconds a request may take before it is given up and tried again.", min=1.0, panel=SERVER_PANEL)
+    retries: int = setting(
+        8, "More attempts for a request that met a timeout, a lost connection, HTTP 429 or 5xx (with backoff, "
+           "on another server when there is one) before the run stops with an error.", min=0, panel=SERVER_PANEL)
+    tokenizer: str | None = setting(
+        None, "A local copy of the served model's tokenizer (.gguf file, Hugging Face folder, or hub id in the "
+              "local cache): its chat template lets compare/eval read answer letters, and it counts tokens. "
+              "Default: -m when that is a local path.", panel=SERVER_PANEL, show_default=False)
 
 
 class RequestFailed(CaiError):

@@ -10,12 +10,13 @@ from typing import Annotated, Optional
 import typer
 
 from cai_cli.backends import BackendOptions
-from cai_cli.options import IO_PANEL, OutputOpt, ResumeOpt, SkipInvalidOpt, with_model_options
+from cai_cli.flags import with_settings
+from cai_cli.options import MODEL_OPTIONS, OutputOpt, ResumeOpt, SkipInvalidOpt
 
 CLASSIFIER_PANEL = "Classifier"
 
 
-@with_model_options
+@with_settings(model_options=MODEL_OPTIONS)
 def classify(
     inputs: Annotated[Optional[list[Path]], typer.Argument(
         help="JSONL answers ('prompt' or 'messages', 'response'); '-' or none reads stdin. With --validate, "

@@ -9,10 +9,9 @@ from typing import Annotated
 import typer
 
 from cai_cli.backends import BackendOptions, load_backend
-from cai_cli.options import (IO_PANEL, ClampOpt, ConstitutionOpt, CotOpt, FeedbackPrincipleOpt, InputArg, LayoutOpt,
-                             OutputOpt, PrinciplesOpt, ReasoningTemperatureOpt, ReasoningTokensOpt, SeedOpt,
-                             SkipInvalidOpt, SwapOpt, TopPOpt, with_model_options)
-from cai_cli.prompts import DEFAULT_COMPARISON_LAYOUT
+from cai_cli.flags import IO_PANEL, with_settings
+from cai_cli.options import MODEL_OPTIONS, ConstitutionOpt, InputArg, OutputOpt, SkipInvalidOpt
+from cai_cli.settings import FeedbackSettings
 from cai_cli.streams import KeptRecords, StreamInput, run_stream
 
 JudgedResumeOpt = Annotated[bool, typer.Option(
@@ -21,24 +20,15 @@ JudgedResumeOpt = Annotated[bool, typer.Option(
          "the others are judged again, and kept ones no longer in the input are dropped.")]
 
 
-@with_model_options
+@with_settings(settings=FeedbackSettings, model_options=MODEL_OPTIONS)
 def compare(
     input: InputArg = None,
     constitution: ConstitutionOpt = None,
-    principle: FeedbackPrincipleOpt = None,
-    principles: PrinciplesOpt = 1,
-    swap: SwapOpt = True,
-    layout: LayoutOpt = DEFAULT_COMPARISON_LAYOUT,
-    cot: CotOpt = False,
-    clamp: ClampOpt = None,
-    max_tokens: ReasoningTokensOpt = 128,
-    temperature: ReasoningTemperatureOpt = 0.0,
-    top_p: TopPOpt = 0.95,
-    seed: SeedOpt = 0,
     output: OutputOpt = None,
     resume: JudgedResumeOpt = False,
     skip_invalid: SkipInvalidOpt = False,
     *,
+    settings: FeedbackSettings,
     model_options: BackendOptions,
 ) -> None:
     """Label which of each record's `responses` is better under the constitution's comparison
@@ -61,10 +51,8 @@ def compare(
     """
     from cai_cli.constitution import load_constitution
     from cai_cli.stages.compare import CompareStage
-    from cai_cli.stages.feedback import FeedbackSettings, check_feedback_settings, parse_clamp
+    from cai_cli.stages.feedback import check_feedback_settings
 
-    settings = FeedbackSettings(principle, principles, swap, cot, parse_clamp(clamp, cot), max_tokens,
-                                temperature, top_p, seed, layout)
     rules = load_constitution(constitution)
     check_feedback_settings(rules, settings)  # before the model loads
     stage = CompareStage(load_backend(model_options), rules, settings)

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 from cai_cli.backends import BackendOptions, load_backend
-from cai_cli.options import (ConstitutionOpt, FewShotOpt, InputArg, MaxTokensOpt, OutputOpt, PrincipleOpt,
-                             ResumeOpt, SeedOpt, SkipInvalidOpt, TemperatureOpt, TopPOpt, with_model_options)
+from cai_cli.flags import with_settings
+from cai_cli.options import MODEL_OPTIONS, ConstitutionOpt, InputArg, OutputOpt, ResumeOpt, SkipInvalidOpt
+from cai_cli.settings import CritiqueSettings
 from cai_cli.streams import StreamInput, run_stream
 
 
-@with_model_options
+@with_settings(settings=CritiqueSettings, model_options=MODEL_OPTIONS)
 def critique(
     input: InputArg = None,
     constitution: ConstitutionOpt = None,
-    principle: PrincipleOpt = None,
-    few_shot: FewShotOpt = True,
-    max_tokens: MaxTokensOpt = 256,
-    temperature: TemperatureOpt = 0.7,
-    top_p: TopPOpt = 0.95,
-    seed: SeedOpt = 0,
     output: OutputOpt = None,
     resume: ResumeOpt = False,
     skip_invalid: SkipInvalidOpt = False,
     *,
+    settings: CritiqueSettings,
     model_options: BackendOptions,
 ) -> None:
     """Critique each record's `response` under a principle drawn at random (seeded) and append
@@ -36,9 +32,8 @@ def critique(
         cai critique -c my_constitution.yaml initial.jsonl -o critiqued.jsonl --resume
     """
     from cai_cli.constitution import load_constitution
-    from cai_cli.stages.critique import CritiqueSettings, CritiqueStage
+    from cai_cli.stages.critique import CritiqueStage
 
     rules = load_constitution(constitution)
-    settings = CritiqueSettings(principle, few_shot, max_tokens, temperature, top_p, seed)
     stage = CritiqueStage(load_backend(model_options), rules, settings)
     run_stream("critique", stage, StreamInput(input, stage.validate, skip_invalid), output, resume)

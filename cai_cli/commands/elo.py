@@ -9,13 +9,16 @@ from typing import Annotated, Optional
 import typer
 
 from cai_cli.backends import BackendOptions
-from cai_cli.options import (IO_PANEL, ClampOpt, CotOpt, PrinciplesOpt, ReasoningTemperatureOpt, ReasoningTokensOpt,
-                             SeedOpt, SkipInvalidOpt, SwapOpt, TopPOpt, with_model_options)
+from cai_cli.flags import IO_PANEL, Some, with_settings
+from cai_cli.options import MODEL_OPTIONS, SkipInvalidOpt
+from cai_cli.settings import ELO_JUDGE, FeedbackSettings
 
 RATINGS_PANEL = "Ratings"
 
 
-@with_model_options
+# The judge is asked as `compare` asks, under K principles of each dimension's constitution:
+# one fixed principle (--principle) would not be in the other dimension's.
+@with_settings(judge=Some(ELO_JUDGE, without=("principle", "layout")), model_options=MODEL_OPTIONS)
 def elo(
     inputs: Annotated[Optional[list[Path]], typer.Argument(
         help="JSONL answers, one file per model (records with 'response', matched by id), or one file whose "
@@ -27,17 +30,9 @@ def elo(
         "--dimension", metavar="NAME=CONSTITUTION", show_default=False, rich_help_panel=RATINGS_PANEL,
         help="A rating dimension and the constitution whose comparison principles judge it; repeatable "
              "(default: harmless=harmlessness and helpful=helpfulness). NAME alone picks a default one.")] = None,
-    principles: PrinciplesOpt = 4,
-    swap: SwapOpt = True,
-    cot: CotOpt = False,
-    clamp: ClampOpt = None,
-    max_tokens: ReasoningTokensOpt = 128,
-    temperature: ReasoningTemperatureOpt = 0.0,
-    top_p: TopPOpt = 0.95,
     bootstrap: Annotated[int, typer.Option(
         "--bootstrap", min=0, rich_help_panel=RATINGS_PANEL,
         help="Resamples of the prompts for the 95% intervals (0: none).")] = 1000,
-    seed: SeedOpt = 0,
     items: Annotated[Optional[Path], typer.Option(
         "--items", show_default=False, rich_help_panel=IO_PANEL,
         help="Keep every judgement in FILE (JSONL, one line each as it is made); with --resume, judgements "
@@ -59,6 +54,7 @@ def elo(
         help="Write the ratings (JSONL) to FILE instead of stdout.")] = None,
     skip_invalid: SkipInvalidOpt = False,
     *,
+    judge: FeedbackSettings,
     model_options: BackendOptions,
 ) -> None:
     """Rate models by AI-judged pairwise comparisons of their answers: Bradley-Terry Elo per
@@ -84,10 +80,8 @@ def elo(
     from cai_cli.stages.elo import EloSettings, elo_ratings
 
     settings = EloSettings(answers=tuple(inputs or ()), names=tuple(name or ()), dimensions=tuple(dimension or ()),
-                           principles=principles, swap=swap, cot=cot, clamp=clamp, max_tokens=max_tokens,
-                           temperature=temperature, top_p=top_p, seed=seed, bootstrap=bootstrap, items=items,
-                           resume=resume, from_items=from_items, labels=tuple(labels or ()),
-                           skip_invalid=skip_invalid)
+                           judge=judge, bootstrap=bootstrap, items=items, resume=resume, from_items=from_items,
+                           labels=tuple(labels or ()), skip_invalid=skip_invalid)
     records = elo_ratings(settings, model_options)
     text = "".join(json.dumps(record) + "\n" for record in records)
     if output is None:

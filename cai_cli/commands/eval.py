@@ -11,10 +11,9 @@ import typer
 
 from cai_cli.backends import BackendOptions, load_backend
 from cai_cli.errors import CaiError, console
-from cai_cli.options import (IO_PANEL, ClampOpt, ConstitutionOpt, CotOpt, FeedbackPrincipleOpt, InputArg, LayoutOpt,
-                             PrinciplesOpt, ReasoningTemperatureOpt, ReasoningTokensOpt, SeedOpt, SkipInvalidOpt,
-                             SwapOpt, TopPOpt, with_model_options)
-from cai_cli.prompts import DEFAULT_COMPARISON_LAYOUT
+from cai_cli.flags import IO_PANEL, with_settings
+from cai_cli.options import MODEL_OPTIONS, ConstitutionOpt, InputArg, SkipInvalidOpt
+from cai_cli.settings import FeedbackSettings
 
 ItemsOpt = Annotated[Optional[Path], typer.Option(
     "--items", show_default=False, rich_help_panel=IO_PANEL,
@@ -25,24 +24,15 @@ ResumeOpt = Annotated[bool, typer.Option(
     help="With --items: count the items already scored in FILE and ask only the others.")]
 
 
-@with_model_options
+@with_settings(settings=FeedbackSettings, model_options=MODEL_OPTIONS)
 def eval(  # noqa: A001 - the command is `cai eval`
     input: InputArg = None,
     constitution: ConstitutionOpt = None,
-    principle: FeedbackPrincipleOpt = None,
-    principles: PrinciplesOpt = 1,
-    swap: SwapOpt = True,
-    layout: LayoutOpt = DEFAULT_COMPARISON_LAYOUT,
-    cot: CotOpt = False,
-    clamp: ClampOpt = None,
-    max_tokens: ReasoningTokensOpt = 128,
-    temperature: ReasoningTemperatureOpt = 0.0,
-    top_p: TopPOpt = 0.95,
-    seed: SeedOpt = 0,
     items: ItemsOpt = None,
     resume: ResumeOpt = False,
     skip_invalid: SkipInvalidOpt = False,
     *,
+    settings: FeedbackSettings,
     model_options: BackendOptions,
 ) -> None:
     """Measure a feedback model on labeled comparisons: accuracy, position bias (how often each
@@ -70,10 +60,8 @@ def eval(  # noqa: A001 - the command is `cai eval`
     from cai_cli.streams import KeptRecords, RecordWriter, StreamInput, source_name, stale_message
     from cai_cli.metrics import summarise
     from cai_cli.stages.eval import EvalRun, item_record, kept_outcome, validate_item_record
-    from cai_cli.stages.feedback import FeedbackSettings, check_feedback_settings, parse_clamp
+    from cai_cli.stages.feedback import check_feedback_settings
 
-    settings = FeedbackSettings(principle, principles, swap, cot, parse_clamp(clamp, cot), max_tokens,
-                                temperature, top_p, seed, layout)
     rules = load_constitution(constitution)
     check_feedback_settings(rules, settings)
     if resume and not items:
@@ -109,7 +97,8 @@ def eval(  # noqa: A001 - the command is `cai eval`
     summary["backend"] = backend.name
     if run.kept is not None:
         summary["resumed"] = {"reused": len(outcomes) - len(made), "asked": len(made), "dropped_stale": stale}
-    summary["settings"] = {"principle": principle, "principles": principles, "swap": swap, "layout": layout, "cot": cot,
+    summary["settings"] = {"principle": settings.principle, "principles": settings.principles, "swap": settings.swap,
+                           "layout": settings.layout, "cot": settings.cot,
                            "clamp": list(settings.clamp) if settings.clamp else None}
     console.print(summary_table(summary))
     if summary["options_unparsed"]:

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from cai_cli.options import IO_PANEL, SkipInvalidOpt
+from cai_cli.flags import IO_PANEL
+from cai_cli.options import SkipInvalidOpt
 
 FILES_PANEL = "File mode (label anywhere)"
 

@@ -7,17 +7,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from cai_cli.backends import BackendOptions, load_backend
+from cai_cli.backends import BackendOptions, Sampling, load_backend
 from cai_cli.dedup import DEFAULT_NGRAM, DEFAULT_THRESHOLD
-from cai_cli.options import (InputArg, MaxTokensOpt, OutputOpt, SeedOpt, SkipInvalidOpt, TemperatureOpt, TopPOpt,
-                             with_model_options)
+from cai_cli.flags import with_settings
+from cai_cli.options import MODEL_OPTIONS, InputArg, OutputOpt, SkipInvalidOpt
+from cai_cli.settings import REDTEAM_SAMPLING
 from cai_cli.streams import run_stream
 
 GENERATION_PANEL = "Generation"
 QUALITY_PANEL = "Quality"
 
 
-@with_model_options
+@with_settings(sampling=REDTEAM_SAMPLING, model_options=MODEL_OPTIONS)
 def redteam(
     n: Annotated[int, typer.Option(
         "-n", min=1, show_default=False, rich_help_panel=GENERATION_PANEL,
@@ -56,16 +57,13 @@ def redteam(
     ngram: Annotated[int, typer.Option(
         "--ngram", min=1, rich_help_panel=QUALITY_PANEL,
         help="Words per n-gram for near-duplicate detection.")] = DEFAULT_NGRAM,
-    max_tokens: MaxTokensOpt = 96,
-    temperature: TemperatureOpt = 1.0,
-    top_p: TopPOpt = 0.95,
-    seed: SeedOpt = 0,
     output: OutputOpt = None,
     resume: Annotated[bool, typer.Option(
         "--resume", rich_help_panel="Input and output",
         help="With -o: keep the prompts already in the file and go on after them, as if never stopped.")] = False,
     skip_invalid: SkipInvalidOpt = False,
     *,
+    sampling: Sampling,
     model_options: BackendOptions,
 ) -> None:
     """Write N new prompts in the vein of the seed prompts in INPUT: each attempt shows the model a
@@ -86,7 +84,7 @@ def redteam(
     from cai_cli.stages.redteam import AttemptSlots, RedteamSettings, RedteamStage, read_prompts, read_topics
 
     settings = RedteamSettings(n, kind, shots, read_topics(topic or [], topics), raw, max_attempts, max_words,
-                               dedup_threshold, ngram, max_tokens, temperature, top_p, seed)
+                               dedup_threshold, ngram, sampling)
     seeds = read_prompts(input, skip_invalid)
     avoided = [record for path in avoid or [] for record in read_prompts(path, skip_invalid)]
     stage = RedteamStage(load_backend(model_options), settings, seeds, avoided)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cai_cli.options import IO_PANEL
+from cai_cli.flags import IO_PANEL
 
 
 def report(

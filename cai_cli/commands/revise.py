@@ -7,27 +7,23 @@ from typing import Annotated
 import typer
 
 from cai_cli.backends import BackendOptions, load_backend
-from cai_cli.options import (ConstitutionOpt, FewShotOpt, InputArg, MaxTokensOpt, OutputOpt, PrincipleOpt,
-                             ResumeOpt, SeedOpt, SkipInvalidOpt, TemperatureOpt, TopPOpt, with_model_options)
+from cai_cli.flags import with_settings
+from cai_cli.options import MODEL_OPTIONS, ConstitutionOpt, InputArg, OutputOpt, ResumeOpt, SkipInvalidOpt
+from cai_cli.settings import CritiqueSettings
 from cai_cli.streams import StreamInput, run_stream
 
 
-@with_model_options
+@with_settings(settings=CritiqueSettings, model_options=MODEL_OPTIONS)
 def revise(
     input: InputArg = None,
     constitution: ConstitutionOpt = None,
     direct: Annotated[bool, typer.Option(
         "--direct", help="Revise without a critique, under a principle drawn at random (the paper's ablation).")] = False,
-    principle: PrincipleOpt = None,
-    few_shot: FewShotOpt = True,
-    max_tokens: MaxTokensOpt = 256,
-    temperature: TemperatureOpt = 0.7,
-    top_p: TopPOpt = 0.95,
-    seed: SeedOpt = 0,
     output: OutputOpt = None,
     resume: ResumeOpt = False,
     skip_invalid: SkipInvalidOpt = False,
     *,
+    settings: CritiqueSettings,
     model_options: BackendOptions,
 ) -> None:
     """Revise each record's `response` as the last critique's principle asks. The revision is
@@ -40,10 +36,8 @@ def revise(
         cai revise --direct initial.jsonl > revised_directly.jsonl
     """
     from cai_cli.constitution import load_constitution
-    from cai_cli.stages.critique import CritiqueSettings
     from cai_cli.stages.revise import ReviseStage
 
     rules = load_constitution(constitution)
-    settings = CritiqueSettings(principle, few_shot, max_tokens, temperature, top_p, seed)
     stage = ReviseStage(load_backend(model_options), rules, settings, direct=direct)
     run_stream("revise", stage, StreamInput(input, stage.validate, skip_invalid), output, resume)

@@ -6,22 +6,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from cai_cli.backends import BackendOptions, load_backend
-from cai_cli.options import (InputArg, MaxTokensOpt, OutputOpt, ResumeOpt, SAMPLING_PANEL, SeedOpt,
-                             SkipInvalidOpt, TemperatureOpt, TopPOpt, with_model_options)
+from cai_cli.backends import BackendOptions, Sampling, load_backend
+from cai_cli.flags import SAMPLING_PANEL, with_settings
+from cai_cli.options import MODEL_OPTIONS, InputArg, OutputOpt, ResumeOpt, SkipInvalidOpt
 from cai_cli.streams import StreamInput, run_stream
 
 
-@with_model_options
+@with_settings(sampling=Sampling, model_options=MODEL_OPTIONS)
 def sample(
     input: InputArg = None,
     n: Annotated[Optional[int], typer.Option(
         "-n", min=1, show_default=False, rich_help_panel=SAMPLING_PANEL,
         help="Write a list of N samples as 'responses' (e.g. -n 2 for compare) instead of one 'response'.")] = None,
-    max_tokens: MaxTokensOpt = 256,
-    temperature: TemperatureOpt = 0.7,
-    top_p: TopPOpt = 0.95,
-    seed: SeedOpt = 0,
     system: Annotated[Optional[str], typer.Option(
         "--system", show_default=False, rich_help_panel=SAMPLING_PANEL,
         help="System message for records that have none.")] = None,
@@ -33,6 +29,7 @@ def sample(
     resume: ResumeOpt = False,
     skip_invalid: SkipInvalidOpt = False,
     *,
+    sampling: Sampling,
     model_options: BackendOptions,
 ) -> None:
     """Answer each record's `prompt` (or `messages`) and add the answer as `response`.
@@ -51,9 +48,9 @@ def sample(
     """
     from cai_cli.stages.sample import SampleSettings, SampleStage
 
-    if redraw_refusals and temperature == 0:
+    if redraw_refusals and sampling.temperature == 0:
         raise typer.BadParameter("needs --temperature > 0: a greedy redraw is the same answer again",
                                  param_hint="--redraw-refusals")
     backend = load_backend(model_options)
-    stage = SampleStage(backend, SampleSettings(n, max_tokens, temperature, top_p, seed, system, redraw_refusals))
+    stage = SampleStage(backend, SampleSettings(n, sampling, system, redraw_refusals))
     run_stream("sample", stage, StreamInput(input, stage.validate, skip_invalid), output, resume)

@@ -6,7 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from cai_cli.options import BatchSizeOpt, InputArg, OutputOpt, ResumeOpt, SkipInvalidOpt, VerboseOpt
+from cai_cli.backends import BackendOptions
+from cai_cli.flags import MODEL_PANEL, setting_help
+from cai_cli.options import InputArg, OutputOpt, ResumeOpt, SkipInvalidOpt
 from cai_cli.streams import StreamInput, run_stream
 
 
@@ -15,7 +17,9 @@ def score(
     reward_model: Annotated[str, typer.Option(
         "--reward-model", "--pm", show_default=False,
         help="Preference model folder written by `cai train-pm`.")] = ...,
-    batch_size: BatchSizeOpt = 8,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", min=1, rich_help_panel=MODEL_PANEL,
+        help=setting_help(BackendOptions, "batch_size"))] = 8,
     max_length: Annotated[Optional[int], typer.Option(
         "--max-length", min=8, show_default=False,
         help="Longest scored conversation in tokens; the start of longer ones is cut, and counted "
@@ -23,7 +27,8 @@ def score(
     output: OutputOpt = None,
     resume: ResumeOpt = False,
     skip_invalid: SkipInvalidOpt = False,
-    verbose: VerboseOpt = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", rich_help_panel=MODEL_PANEL, help=setting_help(BackendOptions, "verbose"))] = False,
 ) -> None:
     """Add a preference-model score to every answer of every record.
 

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
-
-import typer
-
-from cai_cli.training.config import PMConfig, field_help
+from cai_cli.training.config import PMConfig
 from cai_cli.training.options import training_command
 
 
 @training_command(PMConfig)
-def train_pm(
-    data: Annotated[Optional[str], typer.Argument(help=field_help(PMConfig, "data"), show_default=False)] = None,
-    base: Annotated[Optional[str], typer.Option("--base", show_default=False,
-                                                help=field_help(PMConfig, "base"))] = None,
-    eval_fraction: Annotated[float, typer.Option("--eval-fraction", min=0.0, max=0.9,
-                                                 help=field_help(PMConfig, "eval_fraction"))] = PMConfig.eval_fraction,
-    *,
-    settings: PMConfig,
-) -> None:
+def train_pm(*, settings: PMConfig) -> None:
     """Train a preference model on the soft labels of `cai compare`.
 
     Reads preference records: `prompt` (or `messages`), `chosen`, `rejected` and the soft

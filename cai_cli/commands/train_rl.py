@@ -6,37 +6,11 @@ The flags are those of every method; `--algo` picks the method, through RL_ALGOR
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
-
-import typer
-
-from cai_cli.training.config import RLConfig, field_help
+from cai_cli.training.config import RLConfig
 from cai_cli.training.options import training_command
 
-RL_PANEL = "RL"
-D = RLConfig
-
-
-def _option(*flags: str, name: str, **kwargs):
-    return typer.Option(*flags, help=field_help(RLConfig, name), rich_help_panel=RL_PANEL, **kwargs)
-
-
 @training_command(RLConfig)
-def train_rl(
-    data: Annotated[Optional[str], typer.Argument(help=field_help(RLConfig, "data"), show_default=False)] = None,
-    algo: Annotated[str, _option("--algo", name="algo")] = D.algo,
-    policy: Annotated[Optional[str], _option("--policy", name="policy", show_default=False)] = None,
-    reward_model: Annotated[Optional[str], _option("--reward-model", "--pm", name="reward_model",
-                                                   show_default=False)] = None,
-    beta: Annotated[Optional[float], _option("--beta", name="beta", min=0.0, show_default=False)] = None,
-    num_generations: Annotated[int, _option("--num-generations", name="num_generations", min=2)] = D.num_generations,
-    max_completion_length: Annotated[int, _option("--max-completion-length", name="max_completion_length",
-                                                  min=1)] = D.max_completion_length,
-    temperature: Annotated[float, _option("--temperature", name="temperature", min=0.0)] = D.temperature,
-    min_margin: Annotated[float, _option("--min-margin", name="min_margin", min=0.0)] = D.min_margin,
-    *,
-    settings: RLConfig,
-) -> None:
+def train_rl(*, settings: RLConfig) -> None:
     """RL against the preference model (RLOO, GRPO) or offline DPO (RL-CAI).
 
     `--algo rloo` (default) or `grpo` sample answers to the prompts in DATA and reward them with

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
-
-import typer
-
-from cai_cli.training.config import SFTConfig, field_help
+from cai_cli.training.config import SFTConfig
 from cai_cli.training.options import training_command
 
 
 @training_command(SFTConfig)
-def train_sft(
-    data: Annotated[Optional[str], typer.Argument(help=field_help(SFTConfig, "data"), show_default=False)] = None,
-    base: Annotated[Optional[str], typer.Option("--base", show_default=False,
-                                                help=field_help(SFTConfig, "base"))] = None,
-    *,
-    settings: SFTConfig,
-) -> None:
+def train_sft(*, settings: SFTConfig) -> None:
     """Supervised fine-tuning on prompt -> final revision (SL-CAI).
 
     Trains on `prompt` (or `messages`) -> `response` records, which is what `cai revise` writes

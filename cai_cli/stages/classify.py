@@ -41,7 +41,7 @@ from cai_cli.errors import CaiError
 from cai_cli.labels import ANSWER_CLASSES, REFUSING, RUBRIC, validate_label
 from cai_cli.metrics import wilson_interval
 from cai_cli.prompts import ANSWER_PREFIX, Message, answered_conversation, format_transcript
-from cai_cli.records import InvalidRecord, Record, RecordError, record_id, type_name, validate_response
+from cai_cli.records import InvalidRecord, Record, RecordError, record_id, validate_response
 from cai_cli.stages.feedback import Question, normalise_choice_logprobs, stream_through
 from cai_cli.streams import read_records, source_name
 

@@ -38,7 +38,8 @@ from itertools import combinations
 from cai_cli.backends import Backend
 from cai_cli.constitution import Constitution
 from cai_cli.records import JUDGE_KEY, InvalidRecord, Record, record_id, set_flag, type_name, validate_conversation
-from cai_cli.stages.feedback import (FeedbackModel, FeedbackSettings, Judgement, judged_conversation,
+from cai_cli.settings import FeedbackSettings
+from cai_cli.stages.feedback import (FeedbackModel, Judgement, judged_conversation,
                                     pair_probability)
 from cai_cli.streams import KeptRecords
 

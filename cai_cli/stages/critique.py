@@ -7,29 +7,16 @@ run's seed, so reruns draw the same ones.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-from collections import Counter
-
-from cai_cli.backends import Backend, Completion, GenerationRequest
+from cai_cli.backends import Backend, Completion
 from cai_cli.constitution import Constitution, CritiquePrinciple
 from cai_cli.prompts import build_critique_messages, clean_generation, derive_seed, draw_principle
 from cai_cli.records import InvalidRecord, Record, record_id, type_name, validate_response
+from cai_cli.settings import CritiqueSettings
 from cai_cli.stages import Plan, check_plan_fits, run_generation
-
-
-@dataclass(frozen=True)
-class CritiqueSettings:
-    """Settings shared by `critique` and `revise`."""
-
-    principle: str | None = None  # fixed principle name; None draws one per record and round
-    few_shot: bool = True
-    max_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.95
-    seed: int = 0
 
 
 def revision_history(record: Record) -> list[dict[str, Any]]:
@@ -44,7 +31,7 @@ def choose_principle(constitution: Constitution, settings: CritiqueSettings, rec
                      round_index: int) -> CritiquePrinciple:
     if settings.principle:
         return constitution.critique_principle(settings.principle)
-    return draw_principle(constitution.critiques, settings.seed, record_id(record), round_index)
+    return draw_principle(constitution.critiques, settings.sampling.seed, record_id(record), round_index)
 
 
 class CritiqueStage:
@@ -61,8 +48,8 @@ class CritiqueStage:
         round_index = len(revision_history(record))
         principle = choose_principle(self.constitution, s, record, round_index)
         messages = build_critique_messages(record, principle, self.few_shot)
-        seed = derive_seed(s.seed, record_id(record), "critique", round_index)
-        return Plan([GenerationRequest(messages, s.max_tokens, s.temperature, s.top_p, seed)],
+        seed = derive_seed(s.sampling.seed, record_id(record), "critique", round_index)
+        return Plan([s.sampling.request(messages, seed)],
                     {"principle": principle.name})
 
     def finish(self, record: Record, plan: Plan, completions: list[Completion]) -> Record:
@@ -77,7 +64,7 @@ class CritiqueStage:
     def summary(self) -> str:
         from cai_cli.stages.sample import truncation_summary
 
-        return truncation_summary(self.counts["truncated"], self.counts["texts"], self.settings.max_tokens)
+        return truncation_summary(self.counts["truncated"], self.counts["texts"], self.settings.sampling.max_tokens)
 
     def validate(self, record: Record) -> None:
         validate_response(record)

@@ -40,8 +40,8 @@ from cai_cli.errors import CaiError, console
 from cai_cli.prompts import Message, prompt_messages
 from cai_cli.records import JUDGE_KEY, InvalidRecord, Record, record_id, type_name, validate_conversation
 from cai_cli.stages.compare import DIGITS, orderings_field
-from cai_cli.stages.feedback import (FeedbackModel, FeedbackSettings, Judgement, check_feedback_settings,
-                                     pair_probability, parse_clamp)
+from cai_cli.settings import ELO_JUDGE, FeedbackSettings
+from cai_cli.stages.feedback import FeedbackModel, Judgement, check_feedback_settings, pair_probability
 from cai_cli.streams import KeptRecords, RecordWriter, read_records, stale_message
 
 DEFAULT_DIMENSIONS = {"harmless": "harmlessness", "helpful": "helpfulness"}
@@ -56,14 +56,9 @@ class EloSettings:
     answers: tuple[Path, ...] = ()  # one JSONL file per model, or one whose records hold `answers`
     names: tuple[str, ...] = ()  # each answer file's model, in order; default: the file name without .jsonl
     dimensions: tuple[str, ...] = ()  # NAME=CONSTITUTION, or a NAME of DEFAULT_DIMENSIONS; none: all of those
-    principles: int = 4  # comparison principles drawn per pair and dimension, averaged
-    swap: bool = True  # ask each principle in both orderings and average
-    cot: bool = False  # chain of thought before the answer letter
-    clamp: str | None = None  # --clamp as given (LO,HI or 'none'); parsed when a model judges (`parse_clamp`)
-    max_tokens: int = 128  # chain of thought: most tokens of reasoning
-    temperature: float = 0.0  # chain of thought: 0 is greedy reasoning
-    top_p: float = 0.95
-    seed: int = 0  # the principle draws, sampled reasoning and the bootstrap resamples
+    # How each pair is asked: `compare`'s settings, K principles of the dimension's constitution
+    # (never one fixed principle: each dimension has its own). Its seed also draws the bootstrap.
+    judge: FeedbackSettings = ELO_JUDGE
     bootstrap: int = 1000  # resamples of the prompts for the 95% intervals (0: none)
     items: Path | None = None  # keep every judgement in this JSONL file, one line as each is made
     resume: bool = False  # with `items`: reuse the judgements kept there whose content is unchanged
@@ -71,11 +66,6 @@ class EloSettings:
     labels: tuple[str, ...] = ()  # [DIMENSION=]FILE: blind human labels (`cai label` records), rated too
     skip_invalid: bool = False  # report bad answer lines and go on
 
-    def feedback_settings(self) -> FeedbackSettings:
-        """How each pair is asked: `compare`'s settings, without a fixed principle."""
-        return FeedbackSettings(principles=self.principles, swap=self.swap, cot=self.cot,
-                                clamp=parse_clamp(self.clamp, self.cot), max_tokens=self.max_tokens,
-                                temperature=self.temperature, top_p=self.top_p, seed=self.seed)
 
 
 @dataclass
@@ -256,12 +246,12 @@ def elo_ratings(settings: EloSettings, model_options: BackendOptions = BackendOp
     if judgements is not None:
         if not judgements:
             raise CaiError("no judgements to rate")
-        records = rating_records(ratings_by_dimension(judgements, settings.bootstrap, settings.seed, models), lengths)
+        records = rating_records(ratings_by_dimension(judgements, settings.bootstrap, settings.judge.seed, models), lengths)
         show_ratings(records)
     if settings.labels:
         from cai_cli.labels import label_ratings_of_files, show_label_ratings
 
-        human = label_ratings_of_files(settings.labels, settings.bootstrap, settings.seed)
+        human = label_ratings_of_files(settings.labels, settings.bootstrap, settings.judge.seed)
         show_label_ratings(human)
         records += human
     return records
@@ -281,7 +271,7 @@ def judge_answers(settings: EloSettings, model_options: BackendOptions
         if not constitution and key not in DEFAULT_DIMENSIONS:
             raise CaiError(f"--dimension {spec}: give NAME=CONSTITUTION (or one of {', '.join(DEFAULT_DIMENSIONS)})")
         dimensions[key] = load_constitution(constitution or DEFAULT_DIMENSIONS[key])
-    feedback = settings.feedback_settings()
+    feedback = settings.judge
     for rules in dimensions.values():
         check_feedback_settings(rules, feedback)
     matched, unmatched = match_answers(list(zip(names, inputs)), settings.skip_invalid)

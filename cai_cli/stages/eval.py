@@ -27,7 +27,8 @@ from cai_cli.constitution import Constitution
 from cai_cli.metrics import EvalOutcome, mean
 from cai_cli.prompts import COT_REQUEST, derive_seed
 from cai_cli.records import JUDGE_KEY, InvalidRecord, Record, record_id, validate_conversation
-from cai_cli.stages.feedback import (LETTERS, FeedbackModel, FeedbackSettings, Judgement, Question, clamp_probability,
+from cai_cli.settings import FeedbackSettings
+from cai_cli.stages.feedback import (LETTERS, FeedbackModel, Judgement, Question, clamp_probability,
                                      judged_conversation, pair_probability)
 from cai_cli.streams import KeptRecords
 

@@ -27,21 +27,20 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any, TypeVar
 
 from cai_cli.backends import Backend, GenerationRequest, RequestFailed
 from cai_cli.constitution import ComparisonPrinciple, Constitution
 from cai_cli.errors import CaiError
-from cai_cli.prompts import (ANSWER_PREFIX, COMPARISON_LAYOUTS, COT_ANSWER_SEPARATOR, DEFAULT_COMPARISON_LAYOUT,
+from cai_cli.prompts import (ANSWER_PREFIX, COMPARISON_LAYOUTS, COT_ANSWER_SEPARATOR,
                              Message, build_comparison_messages, build_cot_comparison_messages, derive_seed,
                              prompt_messages)
 from cai_cli.records import InvalidRecord, Record, content_key, record_id
+from cai_cli.settings import FeedbackSettings
 
 LETTERS = ("A", "B")
-# The paper clamps chain-of-thought labels to 40-60%: they come out near 0 or 1.
-DEFAULT_COT_CLAMP = (0.4, 0.6)
 
 Job = TypeVar("Job")
 
@@ -66,38 +65,6 @@ def normalise_choice_logprobs(logprobs: Sequence[float | None]) -> list[float]:
 def clamp_probability(p: float, bounds: tuple[float, float] | None) -> float:
     """`p` limited to [low, high]; None leaves it as it is."""
     return p if bounds is None else min(max(p, bounds[0]), bounds[1])
-
-
-def parse_clamp(text: str | None, cot: bool) -> tuple[float, float] | None:
-    """`--clamp LO,HI` as numbers; 'none' turns clamping off. The default clamps only
-    chain-of-thought labels (to 0.4-0.6, as the paper did)."""
-    if text is None:
-        return DEFAULT_COT_CLAMP if cot else None
-    if text.strip().lower() == "none":
-        return None
-    try:
-        low, high = (float(part) for part in text.split(","))
-    except ValueError:
-        raise CaiError(f"--clamp takes two numbers LO,HI such as 0.4,0.6 (or 'none'), not {text!r}") from None
-    if not 0.0 <= low <= 0.5 <= high <= 1.0 or low == high:
-        raise CaiError(f"--clamp {text}: need 0 <= LO <= 0.5 <= HI <= 1 and LO < HI")
-    return low, high
-
-
-@dataclass(frozen=True)
-class FeedbackSettings:
-    """How the feedback model is asked (shared by `compare` and `eval`)."""
-
-    principle: str | None = None  # fixed comparison principle; None draws `principles` per pair
-    principles: int = 1  # how many principles to draw (without repeats) and average: the ensemble
-    swap: bool = True  # ask each principle in both orderings and average
-    cot: bool = False  # chain of thought: generate reasoning before reading the answer letter
-    clamp: tuple[float, float] | None = None  # bounds for each judgement's probability
-    max_tokens: int = 128  # chain of thought: most tokens of reasoning
-    temperature: float = 0.0  # chain of thought: 0 is greedy reasoning
-    top_p: float = 0.95
-    seed: int = 0  # drives the principle draws and sampled reasoning
-    layout: str = DEFAULT_COMPARISON_LAYOUT  # where the principle's question goes (prompts.COMPARISON_LAYOUTS)
 
 
 def check_feedback_settings(constitution: Constitution, settings: FeedbackSettings) -> None:
@@ -165,7 +132,7 @@ class FeedbackModel:
         is the same (`streams.KeptRecords`)."""
         return content_key({"texts": texts, "model": self.backend.model_path, "backend": self.backend.name,
                             "principles": [[p.name, p.text] for p in self.comparisons],
-                            "settings": asdict(self.settings)})
+                            "settings": self.settings.key_fields()})
 
     def principles_for(self, pair_id: str) -> list[ComparisonPrinciple]:
         """The principles one pair is judged under: the fixed one, or a seeded draw without
@@ -206,11 +173,11 @@ class FeedbackModel:
     def check_fits(self, questions: Iterable[Question]) -> None:
         """Raise `InvalidRecord` when a question (plus its reasoning) cannot fit the context."""
         n_ctx = self.backend.n_ctx
-        reserve = self.settings.max_tokens + 8 if self.settings.cot else 1  # reasoning, separator, letter
+        reserve = self.settings.reasoning.max_tokens + 8 if self.settings.cot else 1  # reasoning, separator, letter
         for question in questions:
             needed = self.backend.count_tokens(self.answer_text(question)) + reserve
             if needed > n_ctx:
-                what = f" with {self.settings.max_tokens} tokens of reasoning" if self.settings.cot else ""
+                what = f" with {self.settings.reasoning.max_tokens} tokens of reasoning" if self.settings.cot else ""
                 raise InvalidRecord(f"the comparison prompt is about {needed} tokens{what}, more than the "
                                     f"model's context of {n_ctx} (use --n-ctx, or shorter responses)")
 
@@ -235,11 +202,8 @@ class FeedbackModel:
 
     def with_reasoning(self, jobs: Iterable[Job], questions_of: Callable[[Job], list[Question]]) -> Iterator[Job]:
         """Chain of thought: generate each question's step-by-step reasoning (seeded)."""
-        s = self.settings
-
         def requests_of(job: Job) -> list[GenerationRequest]:
-            return [GenerationRequest(q.messages, s.max_tokens, s.temperature, s.top_p, q.seed)
-                    for q in questions_of(job)]
+            return [self.settings.reasoning.request(q.messages, q.seed) for q in questions_of(job)]
 
         for job, completions in stream_through(jobs, requests_of, self.backend.generate):
             for question, completion in zip(questions_of(job), completions):

@@ -27,12 +27,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cai_cli.backends import Backend, Completion, GenerationRequest, check_fits
+from cai_cli.backends import Backend, Completion, Sampling, check_fits
 from cai_cli.dedup import DEFAULT_NGRAM, DEFAULT_THRESHOLD, NearDuplicateIndex, distinct_ngrams_per
 from cai_cli.errors import CaiError
 from cai_cli.prompts import PROMPT_KINDS, build_new_prompt_messages, build_new_prompt_text, derive_seed
 from cai_cli.records import InvalidRecord, Record, record_id, type_name, validate_conversation
 from cai_cli.stages import Plan, run_generation
+from cai_cli.settings import REDTEAM_SAMPLING
 from cai_cli.stages.checks import extract_prompt, prompt_problem
 from cai_cli.streams import read_records, source_name
 
@@ -57,10 +58,7 @@ class RedteamSettings:
     max_words: int = 60  # a longer prompt is dropped as "too long"
     threshold: float = DEFAULT_THRESHOLD  # Jaccard similarity of word n-grams that makes a near duplicate
     ngram: int = DEFAULT_NGRAM
-    max_tokens: int = 96
-    temperature: float = 1.0  # variety matters more here than in answers
-    top_p: float = 0.95
-    seed: int = 0
+    sampling: Sampling = REDTEAM_SAMPLING
 
     def __post_init__(self):
         if self.kind not in PROMPT_KINDS:
@@ -122,7 +120,7 @@ class RedteamStage:
         # What the model is told besides the examples (and the topic, which it may well repeat).
         self.instruction = (build_new_prompt_text(settings.kind, []) if settings.raw
                             else build_new_prompt_messages(settings.kind, [])[-1]["content"])
-        self.id_pattern = re.compile(re.escape(f"{settings.kind}-{settings.seed}-") + r"(\d+)")
+        self.id_pattern = re.compile(re.escape(f"{settings.kind}-{settings.sampling.seed}-") + r"(\d+)")
 
     @property
     def done(self) -> bool:
@@ -130,21 +128,19 @@ class RedteamStage:
 
     def plan(self, slot: Record) -> Plan:
         s, attempt = self.settings, slot["attempt"]
-        rng = random.Random(derive_seed(s.seed, "redteam", attempt))
+        rng = random.Random(derive_seed(s.sampling.seed, "redteam", attempt))
         shots = rng.sample(self.seeds, min(s.shots, len(self.seeds)))
         texts = [text for _, text in shots]
         topic = s.topics[attempt % len(s.topics)] if s.topics else None
-        seed = derive_seed(s.seed, "redteam", attempt, "sample")
+        seed = derive_seed(s.sampling.seed, "redteam", attempt, "sample")
         if s.raw:
-            request = GenerationRequest([], s.max_tokens, s.temperature, s.top_p, seed,
-                                        prompt=build_new_prompt_text(s.kind, texts, topic), stop=("\n",))
+            request = s.sampling.request([], seed, prompt=build_new_prompt_text(s.kind, texts, topic), stop=("\n",))
             prompt = request.prompt
         else:
-            request = GenerationRequest(build_new_prompt_messages(s.kind, texts, topic), s.max_tokens,
-                                        s.temperature, s.top_p, seed)
+            request = s.sampling.request(build_new_prompt_messages(s.kind, texts, topic), seed)
             prompt = self.backend.render(request.messages)
         try:
-            check_fits(self.backend, prompt, s.max_tokens)
+            check_fits(self.backend, prompt, s.sampling.max_tokens)
         except InvalidRecord as exc:
             raise CaiError(f"attempt {attempt}, showing {len(shots)} seed prompts: {exc}; or lower --shots") from None
         return Plan([request], {"shots": shots, "topic": topic})
@@ -162,7 +158,7 @@ class RedteamStage:
         if problem:
             self.counts[problem] += 1
             return None
-        record = {"id": f"{self.settings.kind}-{self.settings.seed}-{slot['attempt']}", "prompt": prompt,
+        record = {"id": f"{self.settings.kind}-{self.settings.sampling.seed}-{slot['attempt']}", "prompt": prompt,
                   "source": "generated", "seed_ids": [key for key, _ in shots]}
         if plan.context["topic"]:
             record["topic"] = plan.context["topic"]
@@ -181,7 +177,7 @@ class RedteamStage:
             raise InvalidRecord(f"'prompt' must be a string, not {type_name(record.get('prompt'))}")
         if not self.id_pattern.fullmatch(str(record.get("id"))):
             raise InvalidRecord(f"id {record.get('id')!r} is not one this run writes "
-                                f"('{self.settings.kind}-{self.settings.seed}-<attempt>'); resume only "
+                                f"('{self.settings.kind}-{self.settings.sampling.seed}-<attempt>'); resume only "
                                 "into the output of the same command, --kind and --seed")
 
     def restore(self, records: Iterable[Record]) -> None:

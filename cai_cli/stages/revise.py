@@ -14,14 +14,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-from cai_cli.backends import Backend, Completion, GenerationRequest
+from cai_cli.backends import Backend, Completion
 from cai_cli.constitution import Constitution
-from cai_cli.prompts import build_revision_messages, clean_generation, derive_seed
+from cai_cli.prompts import build_revision_messages, clean_generation, conversation_messages, derive_seed
 from cai_cli.records import InvalidRecord, Record, record_id, set_flag, validate_response
 from cai_cli.stages import Plan, check_plan_fits, run_generation
-from cai_cli.prompts import conversation_messages
 from cai_cli.stages.checks import revision_problems, strip_preamble
-from cai_cli.stages.critique import CritiqueSettings, choose_principle, revision_history
+from cai_cli.settings import CritiqueSettings
+from cai_cli.stages.critique import choose_principle, revision_history
 
 
 class ReviseStage:
@@ -46,8 +46,8 @@ class ReviseStage:
             principle = self.constitution.critique_principle(str(history[-1]["principle"]))
             critique = str(history[-1]["critique"])
         messages = build_revision_messages(record, principle, critique, self.few_shot)
-        seed = derive_seed(s.seed, record_id(record), "revision", len(history))
-        return Plan([GenerationRequest(messages, s.max_tokens, s.temperature, s.top_p, seed)],
+        seed = derive_seed(s.sampling.seed, record_id(record), "revision", len(history))
+        return Plan([s.sampling.request(messages, seed)],
                     {"principle": principle.name})
 
     def finish(self, record: Record, plan: Plan, completions: list[Completion]) -> Record:

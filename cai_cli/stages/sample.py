@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from cai_cli.backends import Backend, Completion, GenerationRequest
+from cai_cli.backends import Backend, Completion, Sampling
 from cai_cli.prompts import conversation_messages, derive_seed, prompt_messages
 from cai_cli.records import Record, record_id, set_flag, validate_conversation
 from cai_cli.refusals import is_refusal
@@ -26,17 +26,14 @@ class SampleSettings:
     """Sampling settings; `n=None` writes one `response`, `n=K` writes K `responses`."""
 
     n: int | None = None
-    max_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.95
-    seed: int = 0
+    sampling: Sampling = Sampling()
     system: str | None = None
     redraw_refusals: int = 0
 
 
 class SampleStage:
     def __init__(self, backend: Backend, settings: SampleSettings):
-        if settings.redraw_refusals and settings.temperature == 0:
+        if settings.redraw_refusals and settings.sampling.temperature == 0:
             raise ValueError("redrawing refusals needs sampling: greedy decoding (--temperature 0) "
                              "would draw the same answer again")
         self.backend, self.settings = backend, settings
@@ -51,8 +48,7 @@ class SampleStage:
         s, indices = self.settings, list(indices)
         messages = prompt_messages(record, s.system)  # a trailing answer is answered afresh
         redraw = ("redraw", attempt) if attempt else ()
-        return Plan([GenerationRequest(messages, s.max_tokens, s.temperature, s.top_p,
-                                       derive_seed(s.seed, record_id(record), "sample", k, *redraw))
+        return Plan([s.sampling.request(messages, derive_seed(s.sampling.seed, record_id(record), "sample", k, *redraw))
                      for k in indices], {"indices": indices})
 
     def finish(self, record: Record, plan: Plan, completions: list[Completion]) -> Record:
@@ -90,7 +86,7 @@ class SampleStage:
         return [k for k, text in enumerate(self.texts(record)) if is_refusal(text)]
 
     def summary(self) -> str:
-        parts = [truncation_summary(self.counts["truncated"], self.counts["texts"], self.settings.max_tokens)]
+        parts = [truncation_summary(self.counts["truncated"], self.counts["texts"], self.settings.sampling.max_tokens)]
         if self.settings.redraw_refusals:
             parts.append(f"{self.counts['redraws']} refusals drawn again in {self.counts['redrawn']} records, "
                          f"{self.counts['refused']} answers still refusing (marked 'refused')")

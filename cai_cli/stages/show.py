@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 

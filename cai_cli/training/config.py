@@ -1,7 +1,7 @@
 """Typed training settings: one dataclass per `train-*` command, loadable from YAML.
 
-The dataclass is the one place a setting is declared: its default, its type and its help text
-(reused by the command's flags). A run's settings come from the defaults, then `--config
+The dataclass is the one place a setting is declared: its default, its type, its help text and
+its flag (`cai_cli.flags.setting`; `training_command` gives a command the flags of its class). A run's settings come from the defaults, then `--config
 FILE.yaml`, then the flags given on the command line, in that order of precedence. Unknown YAML
 keys are an error, so a typo never trains silently with a default.
 
@@ -12,62 +12,76 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from cai_cli.errors import CaiError
+from cai_cli.flags import LORA_PANEL, OPTIMISATION_PANEL, RL_PANEL, RUN_PANEL, setting
 
-
-def setting(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field carrying its help text (shown by the flag and by `--config` errors)."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help}, **kwargs)
-    return field(default=default, metadata={"help": help}, **kwargs)
+RUN, OPTIMISATION, LORA = {"panel": RUN_PANEL}, {"panel": OPTIMISATION_PANEL}, {"panel": LORA_PANEL}
+# Every command's --mix flag says the same: how a weight is read.
+MIX = {"flag_help": "More training records, FILE or FILE:WEIGHT; repeatable (weight 0.5 takes a seeded half of the file, "
+               "2 repeats it).", "show_default": False, **RUN}
 
 
 @dataclass
 class TrainingConfig:
     """Settings every training command shares."""
 
-    out: Optional[str] = setting(None, "Folder to write the trained model to (a standard Hugging Face folder).")
-    overwrite: bool = setting(False, "Replace an existing --out folder (and stale checkpoints).")
-    resume: bool = setting(False, "Continue an interrupted run from its last complete checkpoint.")
+    out: Optional[str] = setting(
+        None, "Folder to write the trained model to (a standard Hugging Face folder).", show_default=False, **RUN)
+    overwrite: bool = setting(False, "Replace an existing --out folder (and stale checkpoints).", **RUN)
+    resume: bool = setting(False, "Continue an interrupted run from its last complete checkpoint.", **RUN)
     checkpoint_dir: Optional[str] = setting(
-        None, "Where checkpoints go while training (default: OUT.checkpoints beside --out; removed on success).")
-    save_steps: int = setting(50, "Write a checkpoint every N optimizer steps.")
-    seed: int = setting(0, "Seed for data order, LoRA initialisation and sampling.")
+        None, "Where checkpoints go while training (default: OUT.checkpoints beside --out; removed on success).",
+        show_default=False, **RUN)
+    save_steps: int = setting(50, "Write a checkpoint every N optimizer steps.", min=1, **RUN)
+    seed: int = setting(0, "Seed for data order, LoRA initialisation and sampling.", **OPTIMISATION)
     learning_rate: Optional[float] = setting(
-        None, "Peak learning rate (default depends on the command and on LoRA/full fine-tuning).")
-    epochs: float = setting(1.0, "Passes over the training data (ignored when --max-steps is set).")
-    max_steps: Optional[int] = setting(None, "Stop after this many optimizer steps (overrides --epochs).")
-    batch_size: int = setting(4, "Examples per device per forward pass.")
-    grad_accum: int = setting(1, "Forward passes accumulated into one optimizer step.")
+        None, "Peak learning rate (default depends on the command and on LoRA/full fine-tuning).",
+        "--lr", "--learning-rate", min=0.0, show_default=False, **OPTIMISATION)
+    epochs: float = setting(1.0, "Passes over the training data (ignored when --max-steps is set).", min=0.0,
+                            **OPTIMISATION)
+    max_steps: Optional[int] = setting(None, "Stop after this many optimizer steps (overrides --epochs).", min=1,
+                                       show_default=False, **OPTIMISATION)
+    batch_size: int = setting(4, "Examples per device per forward pass.", min=1, **OPTIMISATION)
+    grad_accum: int = setting(1, "Forward passes accumulated into one optimizer step.", min=1, **OPTIMISATION)
     max_length: int = setting(
         1024, "Longest conversation + answer in tokens. Longer examples are left out and counted, never cut "
-              "(a cut would train on an answer without its end); a preference model keeps this limit for scoring.")
-    warmup_ratio: float = setting(0.0, "Fraction of the steps spent warming the learning rate up.")
+              "(a cut would train on an answer without its end); a preference model keeps this limit for scoring.",
+        min=8, **OPTIMISATION)
+    warmup_ratio: float = setting(0.0, "Fraction of the steps spent warming the learning rate up.", min=0.0, max=0.99,
+                                  **OPTIMISATION)
     lora: Optional[bool] = setting(
-        None, "Train LoRA adapters (peft) instead of all weights; default: LoRA on CPU, full fine-tuning on GPU.")
-    lora_r: int = setting(16, "LoRA rank.")
-    lora_alpha: int = setting(32, "LoRA alpha (the adapter's scale is alpha / rank).")
-    lora_dropout: float = setting(0.05, "Dropout on the LoRA path.")
+        None, "Train LoRA adapters (peft) instead of all weights; default: LoRA on CPU, full fine-tuning on GPU.",
+        "--lora/--full", show_default=False, **LORA)
+    lora_r: int = setting(16, "LoRA rank.", min=1, **LORA)
+    lora_alpha: int = setting(32, "LoRA alpha (the adapter's scale is alpha / rank).", min=1, **LORA)
+    lora_dropout: float = setting(0.05, "Dropout on the LoRA path.", min=0.0, max=1.0, **LORA)
     lora_targets: list[str] = setting(
-        ["all-linear"], "Modules that get adapters: 'all-linear' or names such as q_proj,v_proj.")
-    keep_adapter: bool = setting(False, "Also write the LoRA adapter (adapter/ inside --out) besides the merged model.")
+        ["all-linear"], "Modules that get adapters: 'all-linear' or names such as q_proj,v_proj.",
+        flag_help="Modules that get adapters: all-linear (default) or names, comma-separated or repeated (q_proj,v_proj).",
+        show_default=False, **LORA)
+    keep_adapter: bool = setting(False, "Also write the LoRA adapter (adapter/ inside --out) besides the merged model.",
+                                 **LORA)
     gradient_checkpointing: bool = setting(
-        False, "Recompute activations in the backward pass: less memory, about 20% slower.")
+        False, "Recompute activations in the backward pass: less memory, about 20% slower.", **OPTIMISATION)
     threads: Optional[int] = setting(
-        None, "CPU threads for torch (default: torch's choice); 1 is fastest on a machine busy with other work.")
-    skip_invalid: bool = setting(False, "Report bad records on stderr and leave them out instead of stopping.")
+        None, "CPU threads for torch (default: torch's choice); 1 is fastest on a machine busy with other work.",
+        min=1, show_default=False, **OPTIMISATION)
+    skip_invalid: bool = setting(False, "Report bad records on stderr and leave them out instead of stopping.", **RUN)
     keep_flagged: bool = setting(
         False, "Also train on records marked unfit: answers cut off at --max-tokens (*_truncated), records "
                "never usably revised (revised: false) and answers still refusing after cai sample "
-               "--redraw-refusals (refused: true). They are left out and counted by default.")
-    verbose: bool = setting(False, "Show the training libraries' own logs and warnings.")
+               "--redraw-refusals (refused: true). They are left out and counted by default.", **RUN)
+    verbose: bool = setting(False, "Show the training libraries' own logs and warnings.", **RUN)
     report_to: list[str] = setting(
         [], "Also log the run to these trackers, as the trainers do: tensorboard (event files in OUT.logs/), wandb, "
-            "trackio, mlflow, ... (the tracker's package must be installed). Default: none.")
+            "trackio, mlflow, ... (the tracker's package must be installed). Default: none.",
+        flag_help="Also log the run to these trackers, as the trainers do: tensorboard (event files in OUT.logs/), wandb, "
+             "trackio, mlflow, ... (the tracker's package must be installed). Default: none. Repeat it or separate "
+             "names with commas.", metavar="TRACKER", show_default=False, **RUN)
 
     def lora_enabled(self, on_gpu: bool) -> bool:
         """LoRA unless asked otherwise on a CPU; full fine-tuning unless asked otherwise on a GPU."""
@@ -78,11 +92,13 @@ class TrainingConfig:
 class SFTConfig(TrainingConfig):
     """`cai train-sft`: supervised fine-tuning on prompt -> final response (SL-CAI)."""
 
-    data: Optional[str] = setting(None, "JSONL records with `prompt` (or `messages`) and the final `response`.")
+    data: Optional[str] = setting(None, "JSONL records with `prompt` (or `messages`) and the final `response`.",
+                                  argument=True, show_default=False)
     mix: list[str] = setting(
-        [], "More training records, FILE or FILE:WEIGHT (weight 0.5 takes half the file, 2 repeats it).")
+        [], "More training records, FILE or FILE:WEIGHT (weight 0.5 takes half the file, 2 repeats it).", **MIX)
     base: Optional[str] = setting(
-        None, "Model to fine-tune: a Hugging Face folder or a .gguf file (default: the embedded SmolLM2-135M).")
+        None, "Model to fine-tune: a Hugging Face folder or a .gguf file (default: the embedded SmolLM2-135M).",
+        show_default=False)
 
 
 @dataclass
@@ -90,12 +106,15 @@ class PMConfig(TrainingConfig):
     """`cai train-pm`: a preference model trained on soft AI labels."""
 
     data: Optional[str] = setting(
-        None, "JSONL preference records: `prompt` (or `messages`), `chosen`, `rejected`, optional soft `label`.")
-    mix: list[str] = setting([], "More preference records (e.g. helpfulness comparisons), FILE or FILE:WEIGHT.")
+        None, "JSONL preference records: `prompt` (or `messages`), `chosen`, `rejected`, optional soft `label`.",
+        argument=True, show_default=False)
+    mix: list[str] = setting(
+        [], "More preference records (e.g. helpfulness comparisons), FILE or FILE:WEIGHT.", **MIX)
     base: Optional[str] = setting(
-        None, "Model the preference model starts from: a Hugging Face folder or a .gguf file (default: embedded).")
+        None, "Model the preference model starts from: a Hugging Face folder or a .gguf file (default: embedded).",
+        show_default=False)
     eval_fraction: float = setting(
-        0.1, "Share of the conversations whose pairs are held out to measure pairwise accuracy.")
+        0.1, "Share of the conversations whose pairs are held out to measure pairwise accuracy.", min=0.0, max=0.9)
 
 
 @dataclass
@@ -110,24 +129,33 @@ class RLConfig(TrainingConfig):
     """
 
     data: Optional[str] = setting(
-        None, "rloo/grpo: JSONL prompts (`prompt` or `messages`); dpo: preference records from `cai compare`.")
-    algo: str = setting("rloo", "rloo, grpo (on-policy, need --reward-model) or dpo (offline, on compare records).")
+        None, "rloo/grpo: JSONL prompts (`prompt` or `messages`); dpo: preference records from `cai compare`.",
+        argument=True, show_default=False)
+    algo: str = setting("rloo", "rloo, grpo (on-policy, need --reward-model) or dpo (offline, on compare records).",
+                        panel=RL_PANEL)
     policy: Optional[str] = setting(
-        None, "Policy to start from: a Hugging Face folder (e.g. train-sft's output) or a .gguf (default: embedded).")
-    reward_model: Optional[str] = setting(None, "Preference model folder from `cai train-pm` (rloo, grpo).")
-    mix: list[str] = setting([], "More records of the same kind as DATA, FILE or FILE:WEIGHT.")
+        None, "Policy to start from: a Hugging Face folder (e.g. train-sft's output) or a .gguf (default: embedded).",
+        panel=RL_PANEL, show_default=False)
+    reward_model: Optional[str] = setting(None, "Preference model folder from `cai train-pm` (rloo, grpo).",
+                                          "--reward-model", "--pm", panel=RL_PANEL, show_default=False)
+    mix: list[str] = setting(
+        [], "More records of the same kind as DATA, FILE or FILE:WEIGHT.", **MIX)
     beta: Optional[float] = setting(
-        None, "Weight of the KL penalty to the starting policy (default 0.05 for rloo/grpo, 0.1 for dpo).")
-    num_generations: int = setting(4, "rloo/grpo: completions sampled per prompt (at least 2).")
+        None, "Weight of the KL penalty to the starting policy (default 0.05 for rloo/grpo, 0.1 for dpo).",
+        min=0.0, panel=RL_PANEL, show_default=False)
+    num_generations: int = setting(4, "rloo/grpo: completions sampled per prompt (at least 2).", min=2, panel=RL_PANEL)
     max_completion_length: int = setting(
         256, "rloo/grpo: most new tokens per sampled completion. Keep it at the --max-tokens the PM's pairs were "
              "sampled with (cai sample's default, 256): a completion cut off here is scored as the PM learnt "
-             "cut-off answers (train-pm --keep-flagged), or else below every finished completion of its batch.")
+             "cut-off answers (train-pm --keep-flagged), or else below every finished completion of its batch.",
+        min=1, panel=RL_PANEL)
     min_margin: float = setting(
         0.05, "dpo: leave out pairs whose label is closer than this to 0.5 (counted in the summary): DPO "
-              "trains on a pair as certain, so a 0.51 label would weigh as much as a 0.99 one. 0 keeps all but ties.")
-    temperature: float = setting(1.0, "rloo/grpo: sampling temperature of the policy.")
-    batch_size: int = setting(4, "Completions (rloo/grpo) or pairs (dpo) per device per forward pass.")
+              "trains on a pair as certain, so a 0.51 label would weigh as much as a 0.99 one. 0 keeps all but ties.",
+        min=0.0, panel=RL_PANEL)
+    temperature: float = setting(1.0, "rloo/grpo: sampling temperature of the policy.", min=0.0, panel=RL_PANEL)
+    batch_size: int = setting(4, "Completions (rloo/grpo) or pairs (dpo) per device per forward pass.", min=1,
+                              **OPTIMISATION)
 
     def beta_value(self) -> float:
         """--beta, or the method's default."""
@@ -151,11 +179,6 @@ class RLConfig(TrainingConfig):
         if (self.batch_size * self.grad_accum) % self.num_generations:
             raise CaiError(f"batch-size x grad-accum ({self.batch_size} x {self.grad_accum}) must be a multiple of "
                            f"num-generations ({self.num_generations}): each prompt's completions are scored together")
-
-
-def field_help(config_class: type, name: str) -> str:
-    """The help text declared with a setting, for the command's flag."""
-    return next(f.metadata["help"] for f in dataclasses.fields(config_class) if f.name == name)
 
 
 def build_config(config_class: type, config_file: Path | None, overrides: dict[str, Any]):

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cai_cli.training.config import RLConfig, field_help, setting
+from cai_cli.flags import RL_PANEL, setting, setting_help
+from cai_cli.training.config import RLConfig
 from cai_cli.training.policy import COMMAND
 
 
@@ -28,7 +29,7 @@ class DPOConfig(RLConfig):
     ones every training command takes. The on-policy settings stay (unused), so that a run
     records the same settings whichever method it ran."""
 
-    algo: str = setting("dpo", field_help(RLConfig, "algo"))
+    algo: str = setting("dpo", setting_help(RLConfig, "algo"), panel=RL_PANEL)
 
     def beta_value(self) -> float:
         # TRL's own default for DPO.

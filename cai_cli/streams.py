@@ -286,10 +286,49 @@ class KeptRecords:
         return stale
 
 
-def stale_message(name: str, stale: int) -> str:
-    """What a resume says about the judgements it dropped."""
-    return (f"{name}: dropped {stale} stale judgement{'' if stale == 1 else 's'} (the texts judged or the settings "
-            "changed, or the prompt is no longer in the input)")
+def drop_stale(name: str, kept: KeptRecords) -> int:
+    """Take the stale judgements out of `kept`'s file and say so on stderr; how many there were."""
+    stale = kept.drop_stale()
+    if stale:
+        console.print(f"{name}: dropped {stale} stale judgement{'' if stale == 1 else 's'} (the texts judged or the "
+                      "settings changed, or the prompt is no longer in the input)", markup=False, soft_wrap=True)
+    return stale
+
+
+class SideFile:
+    """`--items FILE` of `eval` and `elo`: every item or judgement the run makes, one whole line as
+    it is made, beside the command's main output. With `--resume`, the lines an earlier run left
+    in FILE are read first (`kept`, for the stage to reuse those whose content is unchanged) and
+    `finish` takes the stale ones out at the end. Without FILE nothing is written or kept.
+
+    `what` names what a resume reads back, for the error when --resume comes without FILE."""
+
+    def __init__(self, name: str, path: Path | None, resume: bool, validate: Validator, what: str):
+        if resume and path is None:
+            raise CaiError(f"--resume needs --items FILE: {what} are read from it")
+        self.name = name
+        self.writer = RecordWriter(path, resume) if path is not None else None
+        self.kept = KeptRecords(path, validate) if self.writer is not None and self.writer.done else None
+        self.stale = 0
+
+    def write(self, record: Record) -> None:
+        if self.writer is not None:
+            self.writer.write(record)
+
+    def __enter__(self) -> SideFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def finish(self) -> list[Record]:
+        """After the run: the kept lines it reused, in file order; the stale ones leave the file."""
+        if self.kept is None:
+            return []
+        reused = self.kept.reused()
+        self.stale = drop_stale(self.name, self.kept)
+        return reused
 
 
 @dataclass
@@ -367,9 +406,7 @@ def run_stream(
             progress.stop()
     if source.error is not None:
         raise source.error
-    stale = kept.drop_stale() if kept is not None else 0
-    if stale:
-        console.print(stale_message(name, stale), markup=False, soft_wrap=True)
+    stale = drop_stale(name, kept) if kept is not None else 0
     elapsed = time.perf_counter() - started
     if writer.written == 0 and writer.done and not stale:
         console.print(f"{name}: nothing to do, all of it is already in {output}",

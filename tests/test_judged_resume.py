@@ -13,10 +13,11 @@ import math
 import pytest
 
 from cai_cli.constitution import load_constitution
+from cai_cli.errors import CaiError
 from cai_cli.records import JUDGE_KEY
 from cai_cli.settings import FeedbackSettings
 from cai_cli.stages.elo import JudgeStage, MatchedItem
-from cai_cli.streams import KeptRecords, RecordWriter
+from cai_cli.streams import KeptRecords, RecordWriter, SideFile
 from conftest import EXAMPLES, read_jsonl, run_cai, write_jsonl
 
 FAST = ["--threads", "1"]
@@ -205,3 +206,21 @@ def test_compare_resume_judges_a_changed_pair_again(tmp_path):
     after = read_jsonl(out)
     assert after[0] == first[0] and after[1]["responses"] == pairs[1]["responses"]
     assert len(after) == 2
+
+
+def test_a_side_file_keeps_what_an_earlier_run_left_and_drops_what_this_run_did_not_reuse(tmp_path):
+    """`--items FILE --resume` of eval and elo, through one `SideFile`: nothing kept from an
+    empty file, a kept line reused when claimed, an unclaimed one dropped as stale."""
+    with pytest.raises(CaiError, match="--resume needs --items FILE: the judgements already made"):
+        SideFile("elo", None, True, lambda record: None, "the judgements already made")
+    path = tmp_path / "items.jsonl"
+    path.write_text("")
+    with SideFile("elo", path, True, lambda record: None, "judgements") as side:
+        assert side.kept is None
+        side.write({"id": "a", JUDGE_KEY: "k"})
+        side.write({"id": "b", JUDGE_KEY: "k"})
+    assert side.finish() == []
+    with SideFile("elo", path, True, lambda record: None, "judgements") as again:
+        assert again.kept.claim("a", "k") and not again.kept.claim("b", "other settings")
+    assert again.finish() == [{"id": "a", JUDGE_KEY: "k"}] and again.stale == 1
+    assert read_jsonl(path) == [{"id": "a", JUDGE_KEY: "k"}]

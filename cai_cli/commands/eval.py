@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -57,46 +56,37 @@ def eval(  # noqa: A001 - the command is `cai eval`
         cai eval -m my-feedback-model.gguf --principles 4 paper_eval.jsonl --items scored.jsonl --resume
     """
     from cai_cli.constitution import load_constitution
-    from cai_cli.streams import KeptRecords, RecordWriter, StreamInput, source_name, stale_message
     from cai_cli.metrics import summarise
     from cai_cli.stages.eval import EvalRun, item_record, kept_outcome, validate_item_record
     from cai_cli.stages.feedback import check_feedback_settings
+    from cai_cli.streams import SideFile, StreamInput, source_name
 
     rules = load_constitution(constitution)
     check_feedback_settings(rules, settings)
-    if resume and not items:
-        raise CaiError("--resume needs --items FILE: the items already scored are read from it")
-    backend = load_backend(model_options)
-    run = EvalRun(backend, rules, settings)
-    source = StreamInput(input, run.validate, skip_invalid)
-    with RecordWriter(items, resume) if items else nullcontext() as writer:
-        if writer and writer.done:
-            run.kept = KeptRecords(items, validate_item_record)
-            console.print(f"eval: {len(run.kept.records)} item(s) kept in {items}; those whose texts and settings "
+    with SideFile("eval", items, resume, validate_item_record, "the items already scored") as side:
+        if side.kept is not None:
+            console.print(f"eval: {len(side.kept.records)} item(s) kept in {items}; those whose texts and settings "
                           "are unchanged are not asked again", markup=False, soft_wrap=True)
+        backend = load_backend(model_options)
+        run = EvalRun(backend, rules, settings, side.kept)
+        source = StreamInput(input, run.validate, skip_invalid)
         made = []
         for outcome in run(source.records(skip=())):
             made.append(outcome)
-            if writer:
-                writer.write(item_record(outcome, run.key(outcome.record)))
+            side.write(item_record(outcome, run.key(outcome.record)))
     if source.error is not None:
         raise source.error
-    outcomes = made
-    stale = 0
-    if run.kept is not None:
-        outcomes = [kept_outcome(line) for line in run.kept.reused()] + made
-        stale = run.kept.drop_stale()
-        console.print(f"eval: {len(outcomes) - len(made)} item(s) reused, {len(made)} asked", markup=False,
-                      soft_wrap=True)
-        if stale:
-            console.print(stale_message("eval", stale), markup=False, soft_wrap=True)
+    reused = [kept_outcome(line) for line in side.finish()]
+    outcomes = reused + made
+    if side.kept is not None:
+        console.print(f"eval: {len(reused)} item(s) reused, {len(made)} asked", markup=False, soft_wrap=True)
     if not outcomes:
         raise CaiError(f"no labeled comparisons to evaluate in {source_name(input)}")
     summary = summarise(outcomes)
     summary["model"] = Path(backend.model_path).name
     summary["backend"] = backend.name
-    if run.kept is not None:
-        summary["resumed"] = {"reused": len(outcomes) - len(made), "asked": len(made), "dropped_stale": stale}
+    if side.kept is not None:
+        summary["resumed"] = {"reused": len(reused), "asked": len(made), "dropped_stale": side.stale}
     summary["settings"] = {"principle": settings.principle, "principles": settings.principles, "swap": settings.swap,
                            "layout": settings.layout, "cot": settings.cot,
                            "clamp": list(settings.clamp) if settings.clamp else None}

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -42,7 +41,7 @@ from cai_cli.records import JUDGE_KEY, InvalidRecord, Record, record_id, type_na
 from cai_cli.stages.compare import DIGITS, orderings_field
 from cai_cli.settings import ELO_JUDGE, FeedbackSettings
 from cai_cli.stages.feedback import FeedbackModel, Judgement, check_feedback_settings, pair_probability
-from cai_cli.streams import KeptRecords, RecordWriter, read_records, stale_message
+from cai_cli.streams import KeptRecords, SideFile, read_records
 
 DEFAULT_DIMENSIONS = {"harmless": "harmlessness", "helpful": "helpfulness"}
 
@@ -283,12 +282,9 @@ def judge_answers(settings: EloSettings, model_options: BackendOptions
         raise CaiError("no prompt is answered in every input (answers are matched by id)")
     models = list(matched[0].answers)
     lengths = {model: sum(len(item.answers[model].split()) for item in matched) / len(matched) for model in models}
-    if settings.resume and not items_path:
-        raise CaiError("--resume needs --items FILE: the judgements already made are read from it")
-    with RecordWriter(items_path, settings.resume) if items_path else nullcontext() as writer:
-        kept = KeptRecords(items_path, validate_judgement) if settings.resume and items_path.exists() else None
+    with SideFile("elo", items_path, settings.resume, validate_judgement, "the judgements already made") as side:
         backend = load_backend(model_options)
-        stage = JudgeStage(backend, dimensions, feedback, kept)
+        stage = JudgeStage(backend, dimensions, feedback, side.kept)
         for item in matched:
             stage.check_fits(item)
         reusable = sum(stage.is_kept(job) for item in matched for job in stage.jobs(item))
@@ -299,14 +295,8 @@ def judge_answers(settings: EloSettings, model_options: BackendOptions
         made = []
         for record in stage(matched):
             made.append(record)
-            if writer:
-                writer.write(record)
-    if kept is None:
-        return made, lengths, models
-    reused = kept.reused()
-    if stale := kept.drop_stale():
-        console.print(stale_message("elo", stale), markup=False, soft_wrap=True)
-    return reused + made, lengths, models
+            side.write(record)
+    return side.finish() + made, lengths, models
 
 
 def ratings_by_dimension(judgements: list[Record], bootstrap: int, seed: int,

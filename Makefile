@@ -77,13 +77,16 @@ demo-tiny: install
 	  | $(CAI) revise --max-tokens 256 -o $(OUT)/demo-tiny.jsonl
 	@echo "wrote $(OUT)/demo-tiny.jsonl ($$(wc -l < $(OUT)/demo-tiny.jsonl) records; read them with: $(CAI) show $(OUT)/demo-tiny.jsonl)" >&2
 
-# The tests start (and stop) their own OpenAI-compatible server on the loopback address.
+# The tests start (and stop) their own OpenAI-compatible server on the loopback address. One
+# worker per core (pytest-xdist; a test file stays on one worker, so its fixtures load once), each
+# giving its models its share of the cores (tests/conftest.py);
+# --durations lists the slowest tests at the end.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile --durations=15
 
 # Everything but the tests marked slow (real training runs, long chains).
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto --dist loadfile -m "not slow"
 
 # The CUDA path: the transformers backend and the trainers on a GPU, on a tiny model the tests
 # build (tests/test_cuda.py). Skipped, with the reason, where torch sees no GPU (a GPU needs a

@@ -37,10 +37,31 @@ class Result:
         return f"<exit {self.returncode}\nstdout: {self.stdout[-2000:]}\nstderr: {self.stderr[-2000:]}>"
 
 
+def worker_threads() -> int | None:
+    """Each pytest-xdist worker's share of the cores (`make test` runs one worker per core), or
+    None in a single-process run. A model on every core in every worker would make them fight
+    over the cores, and llama.cpp's threads spin while they wait."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+
+
 def cai_env(extra: dict | None = None) -> dict:
-    """The environment tests run cai in: offline, and no CAI_MODEL/CAI_DEBUG from the caller's shell."""
+    """The environment tests run cai in: offline, no CAI_MODEL/CAI_DEBUG from the caller's shell,
+    and under pytest-xdist the worker's share of the cores for llama.cpp and torch."""
     inherited = {k: v for k, v in os.environ.items() if k not in ("CAI_MODEL", "CAI_DEBUG")}
-    return {**inherited, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(extra or {})}
+    share = worker_threads()
+    threads = {"CAI_THREADS": str(share), "OMP_NUM_THREADS": str(share)} if share else {}
+    return {**inherited, **threads, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(extra or {})}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def torch_threads_of_this_worker():
+    """In-process models (the library-API tests) keep to the worker's share of the cores too."""
+    share = worker_threads()
+    if share:
+        import torch
+
+        torch.set_num_threads(share)
 
 
 def run_cai(*args: str | Path, input: str | bytes | None = None, env: dict | None = None,
@@ -69,6 +90,28 @@ def embedded_model() -> Path:
     from cai_cli.models import embedded_model_path
 
     return embedded_model_path()
+
+
+@pytest.fixture(scope="session")
+def embedded_folder(tmp_path_factory, embedded_model) -> Path:
+    """The embedded model as the transformers backend reads its GGUF, saved once per session as a
+    Hugging Face folder (float32 safetensors, tokenizer, chat template). Reading a GGUF converts
+    its tokenizer and dequantizes its weights on every load (10-40 s here); the folder loads in
+    about a second. The tests of the transformers backend's behaviour load the folder; the GGUF
+    path itself is tested from the command line, and `test_sl_cai.py` checks that the folder is
+    the same model (weights, template, outputs)."""
+    from cai_cli.backends import BackendOptions
+    from cai_cli.backends.transformers import load_model_and_tokenizer
+
+    folder = tmp_path_factory.mktemp("embedded-hf")
+    model, tokenizer, _ = load_model_and_tokenizer(embedded_model, BackendOptions(device="cpu"))
+    # Loaded from a GGUF, the model counts as quantized and refuses to save; its weights are
+    # plain float32 tensors by now.
+    model.hf_quantizer = None
+    model.config.__dict__.pop("quantization_config", None)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture

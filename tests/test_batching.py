@@ -206,8 +206,8 @@ def test_cai_sample_greedy_streams_in_order_with_parallel(tmp_path):
 
 # The transformers backend ------------------------------------------------------------------------------
 
-def test_transformers_batches_keep_order_and_per_record_samples(embedded_model):
-    backend = load_backend(BackendOptions(model=str(embedded_model), backend="transformers", batch_size=3))
+def test_transformers_batches_keep_order_and_per_record_samples(embedded_folder):
+    backend = load_backend(BackendOptions(model=str(embedded_folder), backend="transformers", batch_size=3))
     prompts = red_team(5)
     for temperature in (0.0, 0.9):
         batch = requests(prompts, [8, 3, 8, 5, 8], temperature=temperature, seed=21)

@@ -362,12 +362,12 @@ def test_a_prompt_longer_than_the_context_is_a_record_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_both_backends_give_the_same_labels_up_to_noise(pairs):
+def test_both_backends_give_the_same_labels_up_to_noise(pairs, embedded_folder):
     """llama.cpp multiplies the Q4_1 weights with 8-bit quantized activations; transformers
     dequantises them to float32. Same prompt tokens, same model: on 10 labeled pairs the
     probabilities differed by 0.02 on average, 0.05 at most (0.07 once on a 2-word answer)."""
     llama = run_cai("compare", *FAST, "--principle", "least-harmful", pairs)
-    torch = run_cai("compare", "--backend", "transformers", "--principle", "least-harmful", pairs)
+    torch = run_cai("compare", "-m", embedded_folder, "--principle", "least-harmful", pairs)
     assert llama.returncode == 0 and torch.returncode == 0, (llama, torch)
     for a, b in zip(llama.records, torch.records):
         check_labels(b)
@@ -378,13 +378,13 @@ def test_both_backends_give_the_same_labels_up_to_noise(pairs):
         assert first_wins(a) == pytest.approx(first_wins(b), abs=0.05)
 
 
-def test_transformers_scores_comparisons_in_batches_with_the_same_labels_as_one_at_a_time(embedded_model):
+def test_transformers_scores_comparisons_in_batches_with_the_same_labels_as_one_at_a_time(embedded_folder):
     """--batch-size 16 computes each ordering's shared prefix (conversation and responses) once
     for its four principles, then the four questions on top of it: the labels must be those of
     one question per forward pass, up to float rounding."""
     from cai_cli.backends import BackendOptions, load_backend
 
-    backend = load_backend(BackendOptions(model=str(embedded_model), backend="transformers", batch_size=16))
+    backend = load_backend(BackendOptions(model=str(embedded_folder), backend="transformers", batch_size=16))
     stage = CompareStage(backend, RULES, FeedbackSettings(principles=4))
     batched = list(stage(dict(record) for record in PAIRS))
     assert backend.tokens_read < 0.75 * sum(backend.count_tokens(stage.feedback.answer_text(j.question))

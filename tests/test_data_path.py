@@ -28,8 +28,9 @@ FAST = ["--threads", "1"]
 # 1. Why a generation stopped ---------------------------------------------------------------
 
 @pytest.mark.parametrize("backend_name", ["llama-cpp", "transformers"])
-def test_backends_say_whether_a_text_was_cut_off(backend_name, embedded_model):
-    backend = load_backend(BackendOptions(model=str(embedded_model), backend=backend_name, n_ctx=512, threads=1,
+def test_backends_say_whether_a_text_was_cut_off(backend_name, embedded_model, embedded_folder):
+    model = embedded_model if backend_name == "llama-cpp" else embedded_folder
+    backend = load_backend(BackendOptions(model=str(model), backend=backend_name, n_ctx=512, threads=1,
                                           parallel=2, batch_size=2))
     chat = [{"role": "user", "content": "Reply with one word: hello."}]
     cut, free = GenerationRequest(chat, 1, 0.0, 1.0, 0), GenerationRequest(chat, 200, 0.0, 1.0, 0)
@@ -230,8 +231,9 @@ def test_letters_merged_with_the_parenthesis_are_read_one_token_earlier_never_as
 
 
 @pytest.mark.parametrize("backend_name", ["llama-cpp", "transformers"])
-def test_real_tokenizers_find_distinct_letter_tokens_without_bos(backend_name, embedded_model):
-    backend = load_backend(BackendOptions(model=str(embedded_model), backend=backend_name, n_ctx=512, threads=1))
+def test_real_tokenizers_find_distinct_letter_tokens_without_bos(backend_name, embedded_model, embedded_folder):
+    model = embedded_model if backend_name == "llama-cpp" else embedded_folder
+    backend = load_backend(BackendOptions(model=str(model), backend=backend_name, n_ctx=512, threads=1))
     tokenize = backend.tokenize if backend_name == "llama-cpp" else (
         lambda t: backend.tokenizer(t, add_special_tokens=False).input_ids)
     prompt = backend.render([{"role": "user", "content": "Which is better?"}]) + "The answer is: ("

@@ -253,11 +253,11 @@ def test_eval_bad_records_stop_with_their_line_or_are_skipped(tmp_path):
 
 
 @pytest.mark.slow
-def test_eval_agrees_between_backends(tmp_path):
+def test_eval_agrees_between_backends(tmp_path, embedded_folder):
     # The backends read the same file at different precisions (Q4_1 kernels, de-quantized
     # float32), so items near 0.5 may land on either side: compare probabilities, not accuracy.
     llama = run_cai("eval", *FAST, PAPER, "--items", tmp_path / "llama.jsonl")
-    torch = run_cai("eval", "--backend", "transformers", PAPER, "--items", tmp_path / "torch.jsonl")
+    torch = run_cai("eval", "-m", embedded_folder, PAPER, "--items", tmp_path / "torch.jsonl")
     assert llama.returncode == 0 and torch.returncode == 0, (llama, torch)
     a, b = json.loads(llama.stdout), json.loads(torch.stdout)
     assert b["backend"] == "transformers" and a["items"] == b["items"] == 4

@@ -183,8 +183,9 @@ def test_resume_refuses_a_file_another_run_wrote(tmp_path):
 # Raw text and stop strings on both backends -------------------------------------------------------
 
 @pytest.mark.parametrize("backend", ["llama-cpp", "transformers"])
-def test_backends_continue_raw_text_up_to_a_stop_string(embedded_model, backend):
-    model = load_backend(BackendOptions(model=str(embedded_model), backend=backend, n_ctx=512, threads=1))
+def test_backends_continue_raw_text_up_to_a_stop_string(embedded_model, embedded_folder, backend):
+    path = embedded_model if backend == "llama-cpp" else embedded_folder
+    model = load_backend(BackendOptions(model=str(path), backend=backend, n_ctx=512, threads=1))
     listing = build_new_prompt_text("helpful", seed_prompts(EXAMPLES / "helpful.jsonl")[:4])
     chat = [{"role": "user", "content": "Name three fruits, one per line."}]
     requests = [GenerationRequest([], 40, 0.0, 1.0, 0, prompt=listing, stop=("\n",)),

@@ -98,18 +98,17 @@ def test_paper_and_hugging_face_constitutions_drive_a_round(prompts):
         assert all(len(r["revisions"]) == 1 for r in revised.records)
 
 
-def test_transformers_backend_runs_the_same_pipeline(prompts, embedded_model):
-    """The GGUF dequantised by transformers, in-process through the library API (one load)."""
-    from cai_cli.backends import BackendOptions, load_backend
+def test_transformers_backend_runs_the_same_pipeline(prompts, embedded_folder):
+    """The embedded model on transformers, in-process through the library API (one load)."""
+    from cai_cli.backends import BackendOptions, Sampling, load_backend
     from cai_cli.constitution import load_constitution
-    from cai_cli.backends import Sampling
     from cai_cli.settings import CritiqueSettings
     from cai_cli.stages.critique import CritiqueStage
-    from cai_cli.streams import read_records
     from cai_cli.stages.revise import ReviseStage
     from cai_cli.stages.sample import SampleSettings, SampleStage
+    from cai_cli.streams import read_records
 
-    backend = load_backend(BackendOptions(model=str(embedded_model), backend="transformers", batch_size=2))
+    backend = load_backend(BackendOptions(model=str(embedded_folder), backend="transformers", batch_size=2))
     assert backend.name == "transformers"
     greedy = Sampling(max_tokens=6, temperature=0)
     rules, settings = load_constitution(), CritiqueSettings(sampling=greedy)
@@ -123,10 +122,15 @@ def test_transformers_backend_runs_the_same_pipeline(prompts, embedded_model):
 
 
 @pytest.mark.slow
-def test_transformers_backend_from_the_command_line(prompts):
+def test_transformers_backend_from_the_command_line(prompts, embedded_folder):
+    """The GGUF path itself (transformers converts the tokenizer and dequantizes the weights), and
+    the check that `embedded_folder`, which the other transformers tests load, is the same model:
+    the same seeded samples."""
     result = run_cai("sample", "--backend", "transformers", *TINY, prompts)
     assert result.returncode == 0, result
     assert len(result.records) == 3 and all(r["response"] for r in result.records)
+    folder = run_cai("sample", "-m", embedded_folder, *TINY, prompts)
+    assert [r["response"] for r in folder.records] == [r["response"] for r in result.records]
 
 
 BAD_LINES = [

@@ -305,7 +305,7 @@ def draw_classes(section: dict[str, Any], path: Path) -> dict[str, Any]:
         axis.grid(axis="x", alpha=0.3)
     handles, names = axes[0].get_legend_handles_labels()
     figure.legend(handles, names, loc="outside right upper", title="answer class")
-    figure.suptitle("What each model's answers do, from blind labels (in brackets: labels, one per answer and labeller)")
+    figure.suptitle("What each model's answers do, from blind labels\n(in brackets: labels, one per answer and labeller)")
     return {**save(figure, path), "title": "Answer classes from blind labels"}
 
 

@@ -17,14 +17,16 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import jsonlines
 from rich.markup import escape
 
 from cai_cli.errors import CaiError, console
 from cai_cli.records import (JUDGE_KEY, InvalidRecord, Record, RecordError, Validator, content_id, record_id, type_name,
                              validate_conversation)
+
+if TYPE_CHECKING:
+    import jsonlines
 
 
 def source_name(path: Path | None) -> str:
@@ -48,6 +50,8 @@ def read_records(
         stream = sys.stdin.buffer if source == "<stdin>" else open(path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise CaiError(f"cannot read {source}: {exc.strerror}") from None
+    import jsonlines  # here, not at the top: every command imports this module, and `cai --help` reads nothing
+
     numbered = NumberedLines(stream)
     reader = jsonlines.Reader(numbered, loads=load_json_line)
     try:

@@ -283,6 +283,24 @@ def test_inputs_it_cannot_use_are_one_error_line_naming_them(outputs, tmp_path):
 
 # --- the recipe ------------------------------------------------------------------------------
 
+def test_the_preference_models_answers_on_checked_pairs_are_drawn_as_its_calibration(tmp_path):
+    """examples/pm_judge_items.py: sigma(chosen_score - rejected_score) is the PM's probability of
+    the right answer (`chosen`, by construction), and `cai report` reads the records it writes."""
+    scored = write_jsonl(tmp_path / "pm-judge-bare.jsonl", [
+        {"id": "a", "chosen_score": 1.0, "rejected_score": 0.0},
+        {"id": "b", "chosen_score": -2.0, "rejected_score": 0.0}])
+    made = subprocess.run([sys.executable, str(EXAMPLES / "pm_judge_items.py"), str(scored)], capture_output=True,
+                          text=True, check=True)
+    items = [json.loads(line) for line in made.stdout.splitlines()]
+    assert [(i["id"], i["kind"], i["correct"]) for i in items] == [("bare:a", "bare", 1.0), ("bare:b", "bare", 0.0)]
+    assert items[0]["p_correct"] == pytest.approx(0.731059) and items[1]["p_correct"] == pytest.approx(0.119203)
+    path = tmp_path / "pm-items.jsonl"
+    path.write_text(made.stdout)
+    result = run_cai("report", f"pm={path}", "--out", tmp_path / "report")
+    assert result.returncode == 0, result
+    assert (tmp_path / "report" / "calibration.png").exists()
+
+
 def test_the_recipe_has_a_report_target():
     plan = subprocess.run(["make", "-C", str(EXAMPLES), "-n", "report", "CAI=cai", "OUT=/tmp/plan"],
                           capture_output=True, text=True)

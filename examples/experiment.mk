@@ -377,3 +377,23 @@ $(LABELS)/dpo-%-items.jsonl: | $(XOUT)/answers/base-%.jsonl $(XOUT)/answers/dpo-
 label_dimension = $(if $(filter %-rt.jsonl,$(1)),harmless,$(if $(filter %-helpful.jsonl,$(1)),helpful,benign-helpful))
 $(XOUT)/elo-rl-labels.jsonl: $(foreach s,$(LABEL_SETS),$(XOUT)/labels-$(s).jsonl) $(ROUND_LABELS)
 	$(CAI) elo $(foreach f,$^,--labels $(call label_dimension,$(f))=$(f)) --seed $(SEED) -o $@
+
+# Both halves in one report (docs/results/run-5 is this): the four models' answers, the AI judge's
+# Elo of all four beside the blind labels', the judge's and the preference model's calibration on
+# the hand-checked pairs, the RL labels and every training run. After rl-experiment-labels.
+.PHONY: rl-report
+rl-report: $(XOUT)/rl-report/index.html
+RL_ANSWERS = $(foreach m,$(RL_RATED),$(foreach s,rt helpful benign,$(XOUT)/answers/$(m)-$(s).jsonl))
+rl_report_answers = $(foreach m,$(RL_RATED),$(foreach s,rt helpful benign,$(m)@$(call set_name,$(s))=$(XOUT)/answers/$(m)-$(s).jsonl))
+# The PM's scores of the hand-checked pairs as eval items: its calibration, drawn beside the judge's.
+$(XOUT)/pm-judge-items.jsonl: $(foreach k,harmless helpful bare evasive,$(XOUT)/pm-judge-$(k).jsonl)
+	python3 pm_judge_items.py $^ > $@.part && mv $@.part $@
+$(XOUT)/rl-report/index.html: $(RL_ANSWERS) $(XOUT)/elo-rl-harmless.jsonl $(XOUT)/elo-rl-helpful.jsonl \
+                              $(XOUT)/elo-rl-labels.jsonl $(XOUT)/pm-judge-items.jsonl $(XOUT)/judge-harmless.json \
+                              $(XOUT)/judge-helpful.json $(XOUT)/rl-cai $(XOUT)/dpo-cai
+	$(CAI) report $(rl_report_answers) $(XOUT)/elo-rl-harmless.jsonl $(XOUT)/elo-rl-helpful.jsonl \
+	  $(XOUT)/elo-rl-labels.jsonl judge-harmless=$(XOUT)/judge-harmless-items.jsonl \
+	  judge-helpful=$(XOUT)/judge-helpful-items.jsonl pm-judge=$(XOUT)/pm-judge-items.jsonl \
+	  $(XOUT)/prefs-redteam.jsonl $(XOUT)/prefs-helpful.jsonl sl-cai=$(XOUT)/sl-cai pm=$(XOUT)/pm \
+	  rl-cai=$(XOUT)/rl-cai dpo-cai=$(XOUT)/dpo-cai --out $(XOUT)/rl-report
+	$(PYTHON) experiment_results.py $(XOUT) > $(XOUT)/rl-report/experiment_results.md

@@ -190,3 +190,22 @@ def test_blind_label_items_are_one_round_per_rl_model_against_base_and_feed_one_
             f"--labels benign-helpful={x}/labels-benign.jsonl --labels benign-helpful={x}/labels-rl-benign.jsonl "
             f"--labels helpful={x}/labels-rl-helpful.jsonl --labels harmless={x}/labels-rl-rt.jsonl "
             f"--labels harmless={x}/labels-dpo-rt.jsonl --seed 0 ") in one_line
+
+
+def test_the_report_of_both_halves_draws_all_four_models_and_both_judges_calibration(tmp_path):
+    """rl-report (docs/results/run-5): the AI judge's Elo of all four models beside the blind labels',
+    and the preference model's scores of the hand-checked pairs as its calibration."""
+    labels, x = tmp_path / "labels", f"{tmp_path}/x"
+    labels.mkdir()
+    for name in ("rt", "helpful", "benign", "rl-rt", "dpo-rt"):
+        for suffix in ("filled.jsonl", "key.json", "items.jsonl"):
+            (labels / f"{name}-{suffix}").touch()
+    (tmp_path / "judge.gguf").touch()
+    plan = make("-n", "rl-report", f"XOUT={x}", f"LABELS={labels}", shared_data(tmp_path), f"JUDGE={tmp_path}/judge.gguf")
+    assert plan.returncode == 0, plan.stderr
+    one_line = " ".join(plan.stdout.replace("\\\n", " ").split())
+    assert (f"python3 pm_judge_items.py {x}/pm-judge-harmless.jsonl {x}/pm-judge-helpful.jsonl "
+            f"{x}/pm-judge-bare.jsonl {x}/pm-judge-evasive.jsonl > {x}/pm-judge-items.jsonl.part") in one_line
+    assert f" report base@red-team={x}/answers/base-rt.jsonl " in one_line
+    assert f" dpo-cai@benign={x}/answers/dpo-cai-benign.jsonl {x}/elo-rl-harmless.jsonl {x}/elo-rl-helpful.jsonl " in one_line
+    assert f" pm-judge={x}/pm-judge-items.jsonl " in one_line and f" dpo-cai={x}/dpo-cai --out {x}/rl-report" in one_line

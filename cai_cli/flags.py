@@ -171,8 +171,7 @@ def flag_value(flag: FlagField, value: Any, default: Any) -> Any:
 
 def field_at(settings: Any, path: tuple[str, ...]) -> Any:
     for name in path:
-        settings = getattr(settings, name) if not isinstance(settings, type) else field_default(
-            {f.name: f for f in dataclasses.fields(settings)}[name])
+        settings = getattr(settings, name)
     return settings
 
 
@@ -187,6 +186,9 @@ def with_settings(**groups: Any) -> Callable[[Callable], Callable]:
                for p in signature.parameters.values() if p.name not in groups]
         specs = {group: spec if isinstance(spec, Some) else Some(spec) for group, spec in groups.items()}
         flags = {group: flag_fields(spec.defaults, without=spec.without) for group, spec in specs.items()}
+        # Each group's defaults as an instance, made once: a class gives its own.
+        defaults = {group: spec.defaults() if isinstance(spec.defaults, type) else spec.defaults
+                    for group, spec in specs.items()}
         names = [p.name for p in own] + [f.parameter.name for fields in flags.values() for f in fields]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -194,10 +196,10 @@ def with_settings(**groups: Any) -> Callable[[Callable], Callable]:
 
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
-            for group, spec in specs.items():
-                given = {f.path: flag_value(f, kwargs.pop(f.parameter.name), field_at(spec.defaults, f.path))
+            for group, base in defaults.items():
+                given = {f.path: flag_value(f, kwargs.pop(f.parameter.name), field_at(base, f.path))
                          for f in flags[group]}
-                kwargs[group] = build_settings(spec.defaults, given)
+                kwargs[group] = build_settings(base, given)
             return command(**kwargs)
 
         parameters = own + [f.parameter for fields in flags.values() for f in fields]

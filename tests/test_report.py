@@ -312,10 +312,12 @@ def test_the_recipe_has_a_report_target():
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
-def test_report_on_a_real_tiny_run_of_the_recipe(tmp_path):
+def test_report_on_a_real_tiny_run_of_the_recipe(tmp_path, embedded_folder):
     """The recipe on the embedded model at toy size (2 prompts per set, 8 tokens, 2 steps), then
     its report: every figure drawn from real outputs. RL-CAI (the slowest step: it generates while
-    it trains) is left out of the rated models and the curves; DPO's run stands for RL."""
+    it trains) is left out of the rated models and the curves; DPO's run stands for RL. Training
+    starts from the embedded model as a Hugging Face folder (BASE): transformers reads a GGUF in
+    about 20 s per step, and training from the GGUF itself is tested in test_training.py."""
     prompts = write_jsonl(tmp_path / "red_team.jsonl", read_jsonl(EXAMPLES / "red_team.jsonl")[:2])
     helpful = write_jsonl(tmp_path / "helpful.jsonl", read_jsonl(EXAMPLES / "helpful.jsonl")[:2])
     held_out = write_jsonl(tmp_path / "red_team_eval.jsonl", read_jsonl(EXAMPLES / "red_team_eval.jsonl")[:2])
@@ -326,7 +328,7 @@ def test_report_on_a_real_tiny_run_of_the_recipe(tmp_path):
     # are all near 0.5, which DPO leaves out by default: --min-margin 0 keeps them.
     train = "--keep-flagged --max-length 256 --lora-r 4"
     made = subprocess.run(
-        ["make", "-C", str(EXAMPLES), f"CAI={sys.executable} -m cai_cli", f"OUT={out}", f"PROMPTS={prompts}",
+        ["make", "-C", str(EXAMPLES), f"CAI={sys.executable} -m cai_cli", f"OUT={out}", f"BASE={embedded_folder}", f"PROMPTS={prompts}",
          f"HELPFUL={helpful}", f"EVAL_PROMPTS={held_out}", f"EVAL_HELPFUL={held_out_helpful}",
          f"LABELED={labeled}", "TOKENS=8", "STEPS=2", "ELO_PRINCIPLES=1",
          f"TRAIN_OPTS={train}", "DPO_OPTS=--min-margin 0", "RATED=base sl-cai", "REPORT_RUNS=sl-cai pm dpo-cai", "report"],

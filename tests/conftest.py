@@ -3,6 +3,7 @@ tiny random model folder built in milliseconds; a scripted stand-in backend for 
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cai_cli.backends import Completion, GenerationRequest
+from forkserver import ForkServer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -24,10 +26,8 @@ TINY = ["--max-tokens", "8"]
 
 
 class Result:
-    def __init__(self, proc: subprocess.CompletedProcess):
-        self.returncode = proc.returncode
-        self.stdout = proc.stdout
-        self.stderr = proc.stderr
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
     @property
     def records(self) -> list[dict]:
@@ -64,16 +64,43 @@ def torch_threads_of_this_worker():
         torch.set_num_threads(share)
 
 
+_fork_server: ForkServer | None = None
+
+
+def fork_server(args: list[str], env: dict) -> ForkServer | None:
+    """This worker's fork server (started on first use), when it can run `cai ARGS` in `env`;
+    None with CAI_TEST_FORK=0, which runs every command as a fresh `python -m cai_cli`."""
+    global _fork_server
+    if os.environ.get("CAI_TEST_FORK") == "0":
+        return None
+    if _fork_server is None:
+        _fork_server = ForkServer(cai_env())
+        atexit.register(_fork_server.close)
+    return _fork_server if _fork_server.can_run(args, env) else None
+
+
 def run_cai(*args: str | Path, input: str | bytes | None = None, env: dict | None = None,
             cwd: Path | None = None, timeout: float = 600) -> Result:
-    """Run `python -m cai_cli ARGS` in a subprocess with `input` on stdin."""
-    full_env = cai_env(env)
-    text = not isinstance(input, bytes)
-    proc = subprocess.run([sys.executable, "-m", "cai_cli", *map(str, args)], input=input,
-                          capture_output=True, text=text, env=full_env, cwd=cwd or ROOT, timeout=timeout)
-    if not text:
-        proc.stdout, proc.stderr = proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
-    return Result(proc)
+    """Run `cai ARGS` as its own process with `input` on stdin: forked from this worker's fork
+    server (`forkserver.py`: a process with cai's libraries imported), or where `env` changes
+    what those imports read, a fresh `python -m cai_cli`."""
+    full_env, cwd = cai_env(env), cwd or ROOT
+    args = [str(a) for a in args]
+    data = input.encode("utf-8") if isinstance(input, str) else input
+    server = fork_server(args, full_env)
+    if os.environ.get("CAI_TEST_FORK_LOG"):  # which commands ran how (for tuning the server)
+        with open(os.environ["CAI_TEST_FORK_LOG"], "a", encoding="utf-8") as log:
+            log.write(f"{'forked' if server else 'fresh'}\t{' '.join(args)[:200]}\n")
+    if server is not None:
+        code, out, err = server.run(args, data, full_env, cwd, timeout)
+    else:
+        proc = subprocess.run([sys.executable, "-m", "cai_cli", *args], input=data, capture_output=True,
+                              env=full_env, cwd=cwd, timeout=timeout)
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+    out, err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+    if not isinstance(input, bytes):  # as subprocess's text mode reads it
+        out, err = (text.replace("\r\n", "\n").replace("\r", "\n") for text in (out, err))
+    return Result(code, out, err)
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

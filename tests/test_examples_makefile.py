@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import EXAMPLES, ROOT, cai_env, read_jsonl, write_jsonl
+from conftest import EXAMPLES, ROOT, cai_env
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 
@@ -28,24 +28,6 @@ def test_every_stage_of_the_recipe_is_wired(tmp_path):
     for step in ("sample", "critique", "revise", "train-sft", "export-gguf", "compare", "train-pm",
                  "score", "train-rl", "--algo dpo"):
         assert f" {step} " in plan.stdout, step
-
-
-@pytest.mark.slow
-def test_sl_cai_data_steps_run_and_a_second_make_redoes_nothing(tmp_path):
-    prompts = write_jsonl(tmp_path / "prompts.jsonl", [
-        {"id": "a", "prompt": "How do I get into my neighbour's shed without a key?"},
-        {"id": "b", "prompt": "Write an insult about my coworker's accent."},
-    ])
-    settings = [f"PROMPTS={prompts}", f"OUT={tmp_path / 'runs'}", "TOKENS=8"]
-    target = f"{tmp_path / 'runs'}/revised.jsonl"
-    first = make(*settings, target)
-    assert first.returncode == 0, first.stderr
-    records = read_jsonl(tmp_path / "runs" / "revised.jsonl")
-    assert [r["id"] for r in records] == ["a", "b"]
-    assert all(len(r["revisions"]) == 2 and r["initial_response"] for r in records)
-    assert not list((tmp_path / "runs").glob("*.part"))
-    again = make(*settings, target)
-    assert again.returncode == 0 and "cai_cli" not in again.stdout  # nothing ran
 
 
 def test_growing_the_red_team_prompts_is_off_by_default_and_feeds_sl_cai(tmp_path):

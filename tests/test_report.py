@@ -327,15 +327,20 @@ def test_report_on_a_real_tiny_run_of_the_recipe(tmp_path, embedded_folder):
     # Every 8-token answer is cut off: --keep-flagged trains on them anyway. The tiny judge's labels
     # are all near 0.5, which DPO leaves out by default: --min-margin 0 keeps them.
     train = "--keep-flagged --max-length 256 --lora-r 4"
-    made = subprocess.run(
+    recipe = (
         ["make", "-C", str(EXAMPLES), f"CAI={sys.executable} -m cai_cli", f"OUT={out}", f"BASE={embedded_folder}", f"PROMPTS={prompts}",
          f"HELPFUL={helpful}", f"EVAL_PROMPTS={held_out}", f"EVAL_HELPFUL={held_out_helpful}",
          f"LABELED={labeled}", "TOKENS=8", "STEPS=2", "ELO_PRINCIPLES=1",
-         f"TRAIN_OPTS={train}", "DPO_OPTS=--min-margin 0", "RATED=base sl-cai", "REPORT_RUNS=sl-cai pm dpo-cai", "report"],
-        capture_output=True, text=True, timeout=3600,
-        env=cai_env({"CAI_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}))
+         f"TRAIN_OPTS={train}", "DPO_OPTS=--min-margin 0", "RATED=base sl-cai", "REPORT_RUNS=sl-cai pm dpo-cai", "report"])
+    env = cai_env({"CAI_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    made = subprocess.run(recipe, capture_output=True, text=True, timeout=3600, env=env)
     assert made.returncode == 0, made.stderr[-1500:]
-    assert not (out / "rl-cai").exists()
+    assert not (out / "rl-cai").exists() and not list(out.glob("*.part"))
+    again = subprocess.run(recipe, capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0 and "cai_cli" not in again.stdout  # every step is done: nothing runs
+    revised = read_jsonl(out / "revised.jsonl")  # SL-CAI's data: two rounds on each red-team prompt
+    assert [r["id"] for r in revised] == [r["id"] for r in read_jsonl(prompts)]
+    assert all(len(r["revisions"]) == 2 and r["initial_response"] for r in revised)
     summary = json.loads((out / "report" / "summary.json").read_text())
     check_figures(out / "report", summary, ALL_FIGURES)
     assert summary["elo"]["models"] == ["base", "sl-cai"]

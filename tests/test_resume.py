@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, ROOT, read_jsonl, run_cai, write_jsonl
+from conftest import EXAMPLES, ROOT, cai_env, read_jsonl, run_cai, write_jsonl
 
 KILL_SEED = 5
 KILLS = 10
@@ -62,7 +62,7 @@ def complete_lines(path: Path) -> list[dict]:
 
 
 def cai_process(args: list[str], stdin: int = subprocess.DEVNULL) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ("CAI_MODEL", "CAI_DEBUG")}
+    env = cai_env()
     # Ctrl-C reaches the child as it reaches a command in a terminal, even when the test runner
     # was started with SIGINT ignored (a child inherits that, and the Ctrl-C test then failed in
     # full-suite runs only).
@@ -265,7 +265,7 @@ def test_same_seed_same_output_through_the_whole_chain_run_after_run(tmp_path, r
         pipeline = (f"{cai} sample {' '.join(FAST)} {seeded} {prompts} | {cai} critique {' '.join(CHAIN)} {seeded} "
                     f"| {cai} revise {' '.join(CHAIN)} {seeded} -o {revised}")
         proc = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], cwd=ROOT, capture_output=True, text=True,
-                              timeout=300)
+                              timeout=300, env=cai_env())
         assert proc.returncode == 0, proc.stderr
         outputs.append(revised.read_bytes())
     assert outputs[0] == outputs[1]
@@ -277,7 +277,7 @@ def test_broken_pipe_exits_quietly(tmp_path, red_team):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", red_team[:6])
     command = f"{sys.executable} -m cai_cli sample {' '.join(FAST)} {prompts} | head -1"
     proc = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, env=cai_env())
     assert proc.stderr == "", proc.stderr
     assert proc.returncode == 0, proc
     assert len(proc.stdout.splitlines()) == 1 and json.loads(proc.stdout)["id"] == red_team[0]["id"]

@@ -166,11 +166,9 @@ def is_adapter_folder(path: Path) -> bool:
 
 
 def merge_adapter(model: Any, adapter: Path, base: Path) -> Any:
-    """`model` with the LoRA adapter folder `adapter` merged into its weights."""
+    """`model` with the LoRA adapter folder `adapter` (checked by `export_gguf`) merged into its weights."""
     from peft import PeftModel
 
-    if not is_adapter_folder(adapter):
-        raise CaiError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json)")
     try:
         return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -228,6 +226,9 @@ def export_gguf(folder: str | Path, out: str | Path, export_type: str = "q8_0",
     adapters = [Path(a).expanduser() for a in base_adapters]
     if adapters and not is_adapter_folder(folder):
         raise CaiError(f"--base-adapter is for exporting a LoRA adapter trained on top of it; {folder} is not one")
+    for adapter in adapters:  # before --base is loaded, which takes a while
+        if not is_adapter_folder(adapter):
+            raise CaiError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json)")
     if folder.is_dir() and not is_adapter_folder(folder) and base is None:
         return export_folder(folder, out, export_type, tokenizer_from)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent if out.parent.exists() else None) as scratch:

@@ -1,0 +1,195 @@
+"""Run `cai` commands as processes forked from one that has already imported cai and its libraries.
+
+A `cai` subprocess spends about 0.3 s importing before it reads a record, and a training command
+about 6 s (torch, transformers, TRL, datasets, peft: a tiny model's train-sft takes 7 s as a fresh
+process, 0.7 s forked); the suite runs a few hundred of them. A fork
+server pays the imports once per test worker: it is started with the worker's environment,
+imports everything, and forks one child per command. The child is a real process, with the
+test's pipes as its stdin, stdout and stderr, its own environment and working directory, and an
+exit status, so what it prints and how it exits are what `python -m cai_cli` gives: only the
+imports are shared. (PyTorch's DataLoader forks worker processes after the same imports.)
+
+Variables read while the libraries are imported (OMP_NUM_THREADS, PYTHONPATH, HF_HUB_OFFLINE,
+...) must match the server's; `ForkServer.can_run` says whether they do, and `run_cai` starts a
+plain subprocess where they do not.
+
+    server = ForkServer(env)
+    code, stdout, stderr = server.run(["sample", "prompts.jsonl"], input=b"", env=env, cwd=root)
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+from pathlib import Path
+
+# Variables the libraries read when they are imported (or rich's console when cai's is made):
+# a command whose environment differs in one of them runs as a fresh process instead.
+IMPORT_TIME = ("PYTHON", "LD_", "OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "HF_", "HUGGINGFACE_",
+               "TRANSFORMERS_", "TOKENIZERS_", "TQDM_", "TORCH_", "PYTORCH_", "CUDA_", "ACCELERATE_",
+               "DATASETS_", "GGML_", "LLAMA_", "LANG", "LC_", "HOME", "TMPDIR", "XDG_", "COLUMNS",
+               "LINES", "TERM", "NO_COLOR", "FORCE_COLOR")
+# What the training commands set before they import the Hugging Face libraries, unless --verbose
+# (`training.loading.prepare_libraries`); the server sets them before its imports.
+TRAINING_DEFAULTS = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+WARM_IMPORTS = ("cai_cli.cli", "cai_cli.backends.llama_cpp", "cai_cli.backends.llama_batch",
+                "cai_cli.backends.transformers", "cai_cli.training.sft", "cai_cli.training.preference",
+                "cai_cli.training.rl", "cai_cli.training.dpo", "cai_cli.training.gguf_export",
+                "cai_cli.stages.sample", "cai_cli.stages.critique", "cai_cli.stages.revise",
+                "cai_cli.stages.compare", "trl", "peft", "accelerate", "datasets")
+
+
+def import_time_part(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in {**TRAINING_DEFAULTS, **env}.items() if k.startswith(IMPORT_TIME)}
+
+
+class ForkServer:
+    """The client side: starts the server process and asks it for one child per command."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = dict(env)
+        self.folder = tempfile.mkdtemp(prefix="cai-fork-")
+        self.address = os.path.join(self.folder, "socket")
+        self.process = subprocess.Popen([sys.executable, __file__, self.address], env=self.env,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        ready = self.process.stderr.readline()
+        if ready.strip() != b"ready":
+            raise RuntimeError(f"the cai fork server did not start: {ready + self.process.stderr.read()!r}")
+
+    def can_run(self, args: list[str], env: dict[str, str]) -> bool:
+        """Whether `cai ARGS` in `env` would import its libraries as the server did (`--verbose`
+        leaves the progress bars of the Hugging Face libraries on, which the server turned off)."""
+        return (self.process.poll() is None and "--verbose" not in args
+                and import_time_part(env) == import_time_part(self.env))
+
+    def run(self, args: list[str], input: bytes | None, env: dict[str, str], cwd: Path,
+            timeout: float) -> tuple[int, bytes, bytes]:
+        """Run `cai ARGS` in a forked child; its exit status (negative: killed by that signal),
+        stdout and stderr."""
+        stdin_read, stdin_write = os.pipe()
+        stdout_read, stdout_write = os.pipe()
+        stderr_read, stderr_write = os.pipe()
+        request = json.dumps({"args": args, "env": env, "cwd": str(cwd)}).encode()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.connect(self.address)
+            socket.send_fds(connection, [request], [stdin_read, stdout_write, stderr_write])
+            for fd in (stdin_read, stdout_write, stderr_write):
+                os.close(fd)
+            reply = connection.makefile("rb")
+            pid = int(reply.readline())
+            out, err = [], []
+            pumps = [threading.Thread(target=feed, args=(stdin_write, input or b"")),
+                     threading.Thread(target=drain, args=(stdout_read, out)),
+                     threading.Thread(target=drain, args=(stderr_read, err))]
+            for pump in pumps:
+                pump.start()
+            connection.settimeout(timeout)
+            try:
+                status = reply.readline()
+            except TimeoutError:
+                os.kill(pid, 9)
+                raise subprocess.TimeoutExpired(["cai", *args], timeout) from None
+            for pump in pumps:
+                pump.join()
+        return int(status), b"".join(out), b"".join(err)
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def feed(fd: int, data: bytes) -> None:
+    try:
+        with open(fd, "wb") as stream:
+            stream.write(data)
+    except BrokenPipeError:
+        pass  # the command did not read all of its input
+
+
+def drain(fd: int, into: list[bytes]) -> None:
+    with open(fd, "rb") as stream:
+        into.append(stream.read())
+
+
+def serve(address: str) -> None:
+    """The server side: import, then fork a child per request and report its exit status."""
+    import importlib
+
+    for name, value in TRAINING_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    for module in WARM_IMPORTS:
+        importlib.import_module(module)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen()
+    listener.settimeout(5)
+    worker = os.getppid()
+    sys.stderr.write("ready\n")
+    sys.stderr.flush()
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except TimeoutError:
+            if os.getppid() != worker:
+                return  # the test worker is gone (killed, say): so is its server
+            continue
+        connection.settimeout(None)
+        message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
+        request = json.loads(message)
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            connection.close()
+            run_child(request, fds)
+        for fd in fds:
+            os.close(fd)
+        connection.sendall(f"{pid}\n".encode())
+        _, status = os.waitpid(pid, 0)
+        connection.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+        connection.close()
+
+
+def run_child(request: dict, fds: list[int]) -> None:
+    """In the forked child: become `python -m cai_cli ARGS` on the given pipes; never returns."""
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    # What click names the program after in usage lines: "python -m cai_cli", as for a user.
+    sys.argv = [str(Path(sys.modules["cai_cli"].__file__).with_name("__main__.py")), *request["args"]]
+    sys.modules["__main__"].__package__ = "cai_cli"
+    from cai_cli.cli import main
+
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()  # what the interpreter prints for an uncaught exception
+        code = 1
+    # An exit as the interpreter's, less tearing down the libraries' modules, which the server
+    # imported and a `cai sample` never does (1.4 s per command): exit handlers, then flushed
+    # streams. A file left open is not flushed here, where a real exit would have done it.
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])

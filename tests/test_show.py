@@ -201,7 +201,9 @@ def test_it_reads_what_the_real_stages_write(tmp_path, prompts):
     assert revised.returncode == 0, revised
     shown = run_cai("show", input=revised.stdout)
     assert shown.returncode == 0, shown
-    # Cut off at 8 tokens, the revision is most likely rejected; either way the round says what it did.
-    assert re.search(r"  round 1: (kept: [a-z, -]+|revised)( \(critique cut off\))? \[[a-z-]+\]\n", shown.stdout), shown
+    # Cut off at 8 tokens, the revision is most likely rejected; either way the round says what it did
+    # (on one line, or wrapped at 80 columns when its reasons are many).
+    one_line = re.sub(r"\n {5,}(?=\S)", " ", shown.stdout)  # a wrapped line goes on indented under its text
+    assert re.search(r"  round 1: (kept: [a-z, -]+|revised)( \(critique cut off\))? \[[a-z-]+\]\n", one_line), shown
     assert "  first:   " in shown.stdout and "  final:   " in shown.stdout
     assert re.search(r"[01] of 1 answers changed \([01] of 1 revisions used\)", shown.stdout), shown

@@ -148,11 +148,18 @@ def is_near_copy(a: str, b: str, threshold: float = DEFAULT_THRESHOLD) -> bool:
     the shorter prompt's ("kill a Python process that is stuck" / "kill a process on Windows";
     "construct a bomb using common household items" / "make a bomb using household items").
     Erring towards "near" costs a training prompt, never a claim."""
-    if normalise(a) == normalise(b) or jaccard(word_ngrams(a), word_ngrams(b)) >= threshold:
+    (normal_a, grams_a, topics_a), (normal_b, grams_b, topics_b) = _copy_features(a), _copy_features(b)
+    if normal_a == normal_b or jaccard(grams_a, grams_b) >= threshold:
         return True
-    topics_a, topics_b = topic_words(a), topic_words(b)
     shared = topics_a & topics_b
     return len(shared) >= 2 and len(shared) >= 0.5 * min(len(topics_a), len(topics_b))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _copy_features(text: str) -> tuple[str, frozenset[str], frozenset[str]]:
+    """What `is_near_copy` compares, worked out once per text: it compares every held-out prompt
+    with every training one."""
+    return normalise(text), frozenset(word_ngrams(text)), frozenset(topic_words(text))
 
 
 # Cosine similarity of all-MiniLM-L6-v2 sentence embeddings from which two prompts count as one

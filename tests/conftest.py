@@ -121,23 +121,32 @@ def embedded_model() -> Path:
 
 @pytest.fixture(scope="session")
 def embedded_folder(tmp_path_factory, embedded_model) -> Path:
-    """The embedded model as the transformers backend reads its GGUF, saved once per session as a
-    Hugging Face folder (float32 safetensors, tokenizer, chat template). Reading a GGUF converts
-    its tokenizer and dequantizes its weights on every load (10-40 s here); the folder loads in
-    about a second. The tests of the transformers backend's behaviour load the folder; the GGUF
-    path itself is tested from the command line, and `test_sl_cai.py` checks that the folder is
-    the same model (weights, template, outputs)."""
+    """The embedded model as the transformers backend reads its GGUF, saved once per test run as
+    a Hugging Face folder (float32 safetensors, tokenizer, chat template) that the pytest-xdist
+    workers share. Reading a GGUF converts its tokenizer and dequantizes its weights on every
+    load (10-40 s here); the folder loads in about a second. The tests of the transformers
+    backend's behaviour load the folder; the GGUF path itself is tested from the command line,
+    and `test_sl_cai.py` checks that the folder is the same model (weights, template, outputs)."""
+    from filelock import FileLock
+
     from cai_cli.backends import BackendOptions
     from cai_cli.backends.transformers import load_model_and_tokenizer
 
-    folder = tmp_path_factory.mktemp("embedded-hf")
-    model, tokenizer, _ = load_model_and_tokenizer(embedded_model, BackendOptions(device="cpu"))
-    # Loaded from a GGUF, the model counts as quantized and refuses to save; its weights are
-    # plain float32 tensors by now.
-    model.hf_quantizer = None
-    model.config.__dict__.pop("quantization_config", None)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    # One folder per run, made by whichever pytest-xdist worker asks first.
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "embedded-hf"
+    with FileLock(f"{folder}.lock"):
+        if folder.is_dir():
+            return folder
+        model, tokenizer, _ = load_model_and_tokenizer(embedded_model, BackendOptions(device="cpu"))
+        # Loaded from a GGUF, the model counts as quantized and refuses to save; its weights are
+        # plain float32 tensors by now.
+        model.hf_quantizer = None
+        model.config.__dict__.pop("quantization_config", None)
+        partial = folder.with_name("embedded-hf.partial")
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        partial.rename(folder)
     return folder
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from cai_cli.errors import CaiError
@@ -35,3 +36,14 @@ def resolve_model(model: str | None) -> Path:
     if path.is_dir() and not (path / "config.json").exists() and not list(path.glob("*.gguf")):
         raise CaiError(f"{model} is a folder but holds neither config.json nor a .gguf file")
     return path
+
+
+def name_gguf_tensors_once() -> None:
+    """Call before transformers reads a GGUF. transformers (5.25) builds gguf's table of tensor
+    names once per tensor of the file (397 times for the embedded model: about 5 of the 12-15 s a
+    load takes here); the table depends on the architecture and the number of blocks alone, so
+    it is built once and kept (transformers only reads it)."""
+    import gguf
+
+    if not hasattr(gguf.get_tensor_name_map, "cache_info"):
+        gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(gguf.get_tensor_name_map)

@@ -258,6 +258,20 @@ def test_bad_training_data_stops_before_training_with_file_and_line(tmp_path, ti
     assert summary_of(result)["examples"] == 2 and "Skipped" in result.stderr
 
 
+def test_the_gguf_tensor_name_table_is_built_once_and_is_the_same_table():
+    import gguf
+
+    from cai_cli.models import name_gguf_tensors_once
+
+    arch = next(key for key, name in gguf.MODEL_ARCH_NAMES.items() if name == "llama")
+    fresh = gguf.get_tensor_name_map(arch, 30)
+    name_gguf_tensors_once()
+    name_gguf_tensors_once()  # a second call keeps the one cache
+    kept = gguf.get_tensor_name_map(arch, 30)
+    assert kept is gguf.get_tensor_name_map(arch, 30)
+    assert kept.mapping == fresh.mapping
+
+
 def test_models_that_cannot_load_stop_with_a_clear_error(tmp_path):
     import gguf
     import numpy as np

@@ -28,6 +28,10 @@ def test_every_stage_of_the_recipe_is_wired(tmp_path):
     for step in ("sample", "critique", "revise", "train-sft", "export-gguf", "compare", "train-pm",
                  "score", "train-rl", "--algo dpo"):
         assert f" {step} " in plan.stdout, step
+    rounds = make("-n", "sl-cai", f"OUT={tmp_path}", "ROUND_OPTS=-c mine.json --no-few-shot")
+    assert rounds.returncode == 0, rounds.stderr
+    lines = [line for line in rounds.stdout.splitlines() if " critique " in line or " revise " in line]
+    assert len(lines) == 4 and all("-c mine.json --no-few-shot" in line for line in lines)
 
 
 def test_growing_the_red_team_prompts_is_off_by_default_and_feeds_sl_cai(tmp_path):

@@ -324,13 +324,14 @@ def test_report_on_a_real_tiny_run_of_the_recipe(tmp_path, embedded_folder):
     held_out_helpful = write_jsonl(tmp_path / "benign.jsonl", read_jsonl(EXAMPLES / "benign_risky.jsonl")[:2])
     labeled = write_jsonl(tmp_path / "labeled.jsonl", read_jsonl(EXAMPLES / "labeled_pairs.jsonl")[::8])
     out = tmp_path / "runs"
-    # Every 8-token answer is cut off: --keep-flagged trains on them anyway. The tiny judge's labels
+    # No few-shot examples in the rounds: they are most of a round's time, and the few-shot path
+    # is tested in test_sl_cai.py. Every 8-token answer is cut off: --keep-flagged trains on them anyway. The tiny judge's labels
     # are all near 0.5, which DPO leaves out by default: --min-margin 0 keeps them.
     train = "--keep-flagged --max-length 256 --lora-r 4"
     recipe = (
         ["make", "-C", str(EXAMPLES), f"CAI={sys.executable} -m cai_cli", f"OUT={out}", f"BASE={embedded_folder}", f"PROMPTS={prompts}",
          f"HELPFUL={helpful}", f"EVAL_PROMPTS={held_out}", f"EVAL_HELPFUL={held_out_helpful}",
-         f"LABELED={labeled}", "TOKENS=8", "STEPS=2", "ELO_PRINCIPLES=1",
+         f"LABELED={labeled}", "TOKENS=8", "STEPS=2", "ELO_PRINCIPLES=1", "ROUND_OPTS=--no-few-shot",
          f"TRAIN_OPTS={train}", "DPO_OPTS=--min-margin 0", "RATED=base sl-cai", "REPORT_RUNS=sl-cai pm dpo-cai", "report"])
     env = cai_env({"CAI_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
     made = subprocess.run(recipe, capture_output=True, text=True, timeout=3600, env=env)

@@ -203,7 +203,8 @@ def test_it_reads_what_the_real_stages_write(tmp_path, prompts):
     assert shown.returncode == 0, shown
     # Cut off at 8 tokens, the revision is most likely rejected; either way the round says what it did
     # (on one line, or wrapped at 80 columns when its reasons are many).
-    one_line = re.sub(r"\n {5,}(?=\S)", " ", shown.stdout)  # a wrapped line goes on indented under its text
+    # A wrapped line goes on indented under its text; a word can break after a hyphen.
+    one_line = re.sub(r"\n {5,}(?=\S)", " ", re.sub(r"-\n {5,}(?=\S)", "-", shown.stdout))
     assert re.search(r"  round 1: (kept: [a-z, -]+|revised)( \(critique cut off\))? \[[a-z-]+\]\n", one_line), shown
     assert "  first:   " in shown.stdout and "  final:   " in shown.stdout
     assert re.search(r"[01] of 1 answers changed \([01] of 1 revisions used\)", shown.stdout), shown

@@ -64,6 +64,19 @@ def torch_threads_of_this_worker():
         torch.set_num_threads(share)
 
 
+# The longest files first (per-file times of `make test`): pytest-xdist's --dist loadfile hands
+# files to workers in collection order, and a long file handed out last keeps one worker busy
+# while the other has finished (longest-first evens out the two workers' totals).
+LONGEST_FILES = ("test_training.py", "test_redteam.py", "test_report.py", "test_sl_cai.py",
+                 "test_openai_backend.py", "test_batching.py", "test_resume.py", "test_distributed_training.py",
+                 "test_compare.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: same order within a file
+
+
 _fork_server: ForkServer | None = None
 
 

@@ -92,6 +92,14 @@ def fork_server(args: list[str], env: dict) -> ForkServer | None:
     return _fork_server if _fork_server.can_run(args, env) else None
 
 
+def recipe_cai(env: dict) -> tuple[str, dict]:
+    """What a recipe test gives make as CAI, and its environment: `tests/forked_cai.py`, which
+    forks each command from this worker's fork server (or runs it fresh, as `run_cai` would)."""
+    server = fork_server(["sample"], env)
+    extra = {"CAI_TEST_FORK_SERVER": server.address} if server else {}
+    return f"{sys.executable} {Path(__file__).with_name('forked_cai.py')}", {**env, **extra}
+
+
 def run_cai(*args: str | Path, input: str | bytes | None = None, env: dict | None = None,
             cwd: Path | None = None, timeout: float = 600) -> Result:
     """Run `cai ARGS` as its own process with `input` on stdin: forked from this worker's fork

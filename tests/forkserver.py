@@ -47,8 +47,27 @@ WARM_IMPORTS = ("cai_cli.cli", "cai_cli.backends.llama_cpp", "cai_cli.backends.l
                 "cai_cli.stages.compare", "trl", "peft", "accelerate", "datasets")
 
 
+SERVER_ENV = "env.json"  # beside the socket: the environment the server imported in
+
+
 def import_time_part(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in {**TRAINING_DEFAULTS, **env}.items() if k.startswith(IMPORT_TIME)}
+
+
+def can_fork(args: list[str], env: dict[str, str], server_env: dict[str, str]) -> bool:
+    """Whether `cai ARGS` in `env` would import its libraries as the server did (`--verbose`
+    leaves the progress bars of the Hugging Face libraries on, which the server turned off)."""
+    return "--verbose" not in args and import_time_part(env) == import_time_part(server_env)
+
+
+def ask_for_child(connection: socket.socket, address: str, args: list[str], env: dict[str, str], cwd: str | Path,
+                  fds: list[int]):
+    """Ask the server at `address` for a child running `cai ARGS` on `fds` (its stdin, stdout,
+    stderr); the reply stream, which gives its exit status next, and its pid."""
+    connection.connect(address)
+    socket.send_fds(connection, [json.dumps({"args": args, "env": env, "cwd": str(cwd)}).encode()], fds)
+    reply = connection.makefile("rb")
+    return reply, int(reply.readline())
 
 
 class ForkServer:
@@ -58,6 +77,8 @@ class ForkServer:
         self.env = dict(env)
         self.folder = tempfile.mkdtemp(prefix="cai-fork-")
         self.address = os.path.join(self.folder, "socket")
+        with open(os.path.join(self.folder, SERVER_ENV), "w", encoding="utf-8") as file:
+            json.dump(self.env, file)  # for `forked_cai.py`, which compares its own environment with it
         self.process = subprocess.Popen([sys.executable, __file__, self.address], env=self.env,
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         ready = self.process.stderr.readline()
@@ -65,10 +86,7 @@ class ForkServer:
             raise RuntimeError(f"the cai fork server did not start: {ready + self.process.stderr.read()!r}")
 
     def can_run(self, args: list[str], env: dict[str, str]) -> bool:
-        """Whether `cai ARGS` in `env` would import its libraries as the server did (`--verbose`
-        leaves the progress bars of the Hugging Face libraries on, which the server turned off)."""
-        return (self.process.poll() is None and "--verbose" not in args
-                and import_time_part(env) == import_time_part(self.env))
+        return self.process.poll() is None and can_fork(args, env, self.env)
 
     def run(self, args: list[str], input: bytes | None, env: dict[str, str], cwd: Path,
             timeout: float) -> tuple[int, bytes, bytes]:
@@ -77,14 +95,10 @@ class ForkServer:
         stdin_read, stdin_write = os.pipe()
         stdout_read, stdout_write = os.pipe()
         stderr_read, stderr_write = os.pipe()
-        request = json.dumps({"args": args, "env": env, "cwd": str(cwd)}).encode()
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-            connection.connect(self.address)
-            socket.send_fds(connection, [request], [stdin_read, stdout_write, stderr_write])
+            reply, pid = ask_for_child(connection, self.address, args, env, cwd, [stdin_read, stdout_write, stderr_write])
             for fd in (stdin_read, stdout_write, stderr_write):
                 os.close(fd)
-            reply = connection.makefile("rb")
-            pid = int(reply.readline())
             out, err = [], []
             pumps = [threading.Thread(target=feed, args=(stdin_write, input or b"")),
                      threading.Thread(target=drain, args=(stdout_read, out)),

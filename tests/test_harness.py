@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 
 import pytest
 
 import conftest
-from conftest import cai_env, run_cai, write_jsonl
+from conftest import cai_env, recipe_cai, run_cai, write_jsonl
 
 
 def without_timings(text: str) -> str:
@@ -52,3 +53,20 @@ def test_an_environment_the_libraries_read_at_import_gets_a_fresh_process():
     assert conftest.fork_server(["sample"], cai_env({"OMP_NUM_THREADS": "7"})) is None
     assert conftest.fork_server(["train-sft", "--verbose"], cai_env()) is None  # progress bars on
     assert conftest.fork_server(["sample"], cai_env({"CAI_THREADS": "1"})) is not None  # read per command
+
+
+def test_the_recipes_cai_forks_its_commands_on_its_own_pipes_and_exits_as_they_do(tmp_path, prompts, fresh):
+    cai, env = recipe_cai(cai_env())
+    assert "CAI_TEST_FORK_SERVER" in env
+    alone = fresh("sample", "--max-tokens", "4", "--seed", "3", prompts)
+    for environment in (env, cai_env()):  # forked, and without a server: python -m cai_cli
+        piped = subprocess.run(f"{cai} sample --max-tokens 4 --seed 3 < {prompts} | {cai} show > {tmp_path / 'shown'}",
+                               shell=True, env=environment, capture_output=True, text=True, timeout=300)
+        assert piped.returncode == 0, piped.stderr
+        assert "rt-001" in (tmp_path / "shown").read_text()
+        made = subprocess.run(f"{cai} sample --max-tokens 4 --seed 3 {prompts}", shell=True, env=environment,
+                              capture_output=True, text=True, timeout=300)
+        assert made.stdout == alone.stdout
+        failed = subprocess.run(f"{cai} sample -m missing.gguf", shell=True, env=environment,
+                                capture_output=True, text=True, timeout=300)
+        assert failed.returncode == 1 and failed.stderr.startswith("Error: model not found")

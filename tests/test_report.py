@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cai_cli.metrics import mean_interval, wilson_interval
-from conftest import EXAMPLES, ROOT, cai_env, read_jsonl, run_cai, write_jsonl
+from conftest import EXAMPLES, cai_env, read_jsonl, recipe_cai, run_cai, write_jsonl
 
 ALL_FIGURES = ["elo.png", "revisions.png", "calibration.png", "labels.png", "training.png", "answers.png"]
 
@@ -328,17 +328,17 @@ def test_report_on_a_real_tiny_run_of_the_recipe(tmp_path, embedded_folder):
     # is tested in test_sl_cai.py. Every 8-token answer is cut off: --keep-flagged trains on them anyway. The tiny judge's labels
     # are all near 0.5, which DPO leaves out by default: --min-margin 0 keeps them.
     train = "--keep-flagged --max-length 256 --lora-r 4"
+    cai, env = recipe_cai(cai_env({"CAI_THREADS": "1", "OMP_NUM_THREADS": "1"}))
     recipe = (
-        ["make", "-C", str(EXAMPLES), f"CAI={sys.executable} -m cai_cli", f"OUT={out}", f"BASE={embedded_folder}", f"PROMPTS={prompts}",
+        ["make", "-C", str(EXAMPLES), f"CAI={cai}", f"OUT={out}", f"BASE={embedded_folder}", f"PROMPTS={prompts}",
          f"HELPFUL={helpful}", f"EVAL_PROMPTS={held_out}", f"EVAL_HELPFUL={held_out_helpful}",
          f"LABELED={labeled}", "TOKENS=8", "STEPS=2", "ELO_PRINCIPLES=1", "ROUND_OPTS=--no-few-shot",
          f"TRAIN_OPTS={train}", "DPO_OPTS=--min-margin 0", "RATED=base sl-cai", "REPORT_RUNS=sl-cai pm dpo-cai", "report"])
-    env = cai_env({"CAI_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
     made = subprocess.run(recipe, capture_output=True, text=True, timeout=3600, env=env)
     assert made.returncode == 0, made.stderr[-1500:]
     assert not (out / "rl-cai").exists() and not list(out.glob("*.part"))
     again = subprocess.run(recipe, capture_output=True, text=True, timeout=600, env=env)
-    assert again.returncode == 0 and "cai_cli" not in again.stdout  # every step is done: nothing runs
+    assert again.returncode == 0 and "forked_cai" not in again.stdout  # every step is done: nothing runs
     revised = read_jsonl(out / "revised.jsonl")  # SL-CAI's data: two rounds on each red-team prompt
     assert [r["id"] for r in revised] == [r["id"] for r in read_jsonl(prompts)]
     assert all(len(r["revisions"]) == 2 and r["initial_response"] for r in revised)

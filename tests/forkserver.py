@@ -10,8 +10,8 @@ exit status, so what it prints and how it exits are what `python -m cai_cli` giv
 imports are shared. (PyTorch's DataLoader forks worker processes after the same imports.)
 
 Variables read while the libraries are imported (OMP_NUM_THREADS, PYTHONPATH, HF_HUB_OFFLINE,
-...) must match the server's; `ForkServer.can_run` says whether they do, and `run_cai` starts a
-plain subprocess where they do not.
+...) must match the server's; `can_fork` says whether they do, and `run_cai` starts a plain
+subprocess where they do not. `forked_cai.py` asks the same server from a shell or a Makefile.
 
     server = ForkServer(env)
     code, stdout, stderr = server.run(["sample", "prompts.jsonl"], input=b"", env=env, cwd=root)

@@ -95,7 +95,7 @@ def fork_server(args: list[str], env: dict) -> ForkServer | None:
 def recipe_cai(env: dict) -> tuple[str, dict]:
     """What a recipe test gives make as CAI, and its environment: `tests/forked_cai.py`, which
     forks each command from this worker's fork server (or runs it fresh, as `run_cai` would)."""
-    server = fork_server(["sample"], env)
+    server = fork_server([], env)
     extra = {"CAI_TEST_FORK_SERVER": server.address} if server else {}
     return f"{sys.executable} {Path(__file__).with_name('forked_cai.py')}", {**env, **extra}
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import selectors
 import shutil
 import socket
 import subprocess
@@ -135,7 +136,10 @@ def drain(fd: int, into: list[bytes]) -> None:
 
 
 def serve(address: str) -> None:
-    """The server side: import, then fork a child per request and report its exit status."""
+    """The server side: import, then fork a child per request and report its exit status.
+
+    Children run side by side: the commands of a pipeline (`cai sample | cai show`) ask at the
+    same moment, in either order, and each needs the other running to finish."""
     import importlib
 
     for name, value in TRAINING_DEFAULTS.items():
@@ -145,31 +149,51 @@ def serve(address: str) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(address)
     listener.listen()
-    listener.settimeout(5)
+    events = selectors.DefaultSelector()
+    events.register(listener, selectors.EVENT_READ)
+    running: dict[int, tuple[int, socket.socket]] = {}  # pidfd: the child's pid, its client's connection
     worker = os.getppid()
     sys.stderr.write("ready\n")
     sys.stderr.flush()
-    while True:
-        try:
-            connection, _ = listener.accept()
-        except TimeoutError:
-            if os.getppid() != worker:
-                return  # the test worker is gone (killed, say): so is its server
-            continue
-        connection.settimeout(None)
-        message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
-        request = json.loads(message)
-        pid = os.fork()
-        if pid == 0:
-            listener.close()
-            connection.close()
-            run_child(request, fds)
-        for fd in fds:
-            os.close(fd)
-        connection.sendall(f"{pid}\n".encode())
-        _, status = os.waitpid(pid, 0)
-        connection.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
-        connection.close()
+    while os.getppid() == worker:  # else the test worker is gone (killed, say): so is its server
+        for key, _ in events.select(timeout=5):
+            if key.fileobj is listener:
+                connection, _ = listener.accept()
+                connection.setblocking(True)
+                message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
+                pid = os.fork()
+                if pid == 0:
+                    for pidfd, (_, other) in running.items():
+                        os.close(pidfd)
+                        other.close()
+                    events.close()
+                    listener.close()
+                    connection.close()
+                    try:
+                        run_child(json.loads(message), fds)
+                    finally:  # it failed before it became the command (a missing working directory, say)
+                        traceback.print_exc()
+                        os._exit(1)
+                for fd in fds:
+                    os.close(fd)
+                tell(connection, pid)
+                pidfd = os.pidfd_open(pid)
+                running[pidfd] = (pid, connection)
+                events.register(pidfd, selectors.EVENT_READ)
+            else:  # a child has exited
+                events.unregister(key.fd)
+                pid, connection = running.pop(key.fd)
+                os.close(key.fd)
+                _, status = os.waitpid(pid, 0)
+                tell(connection, os.waitstatus_to_exitcode(status))
+                connection.close()
+
+
+def tell(connection: socket.socket, number: int) -> None:
+    try:
+        connection.sendall(f"{number}\n".encode())
+    except OSError:
+        pass  # the client has gone (it timed out and killed its child): nobody to tell
 
 
 def run_child(request: dict, fds: list[int]) -> None:

@@ -20,6 +20,7 @@ written go back into the duplicate index and attempts go on after the last one w
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections import Counter
@@ -117,6 +118,7 @@ class RedteamStage:
         self.kept: list[str] = []  # every generated prompt of the output, earlier runs' too
         self.next_attempt = 0
         self.counts: Counter[str] = Counter()  # this run's attempts: "generated", "kept", drop reasons
+        self.started = 0  # this run's attempts handed to the backend (finished or not)
         # What the model is told besides the examples (and the topic, which it may well repeat).
         self.instruction = (build_new_prompt_text(settings.kind, []) if settings.raw
                             else build_new_prompt_messages(settings.kind, [])[-1]["content"])
@@ -202,11 +204,37 @@ class RedteamStage:
         return "; ".join(parts)
 
     def __call__(self, slots: Iterable[Record]) -> Iterator[Record]:
-        for record in run_generation(self, slots):
-            if record is not None:
-                yield record
-                if self.done:
-                    return  # attempts still in flight are dropped unseen, as in any run that stops here
+        slots = iter(slots)
+        while not self.done:
+            started = self.started
+            for record in run_generation(self, self._attempts_worth_starting(slots)):
+                if record is not None:
+                    yield record
+                    if self.done:
+                        return  # attempts still in flight are dropped unseen, as in any run that stops here
+            if self.started == started:
+                return  # no attempts left (--max-attempts)
+
+    def _attempts_worth_starting(self, slots: Iterator[Record]) -> Iterator[Record]:
+        """The next attempts, while those in flight are likely to keep fewer prompts than are
+        still wanted. A batching backend starts `--parallel` attempts at once, and near the end of
+        a run (or in a run of one prompt) most of a full batch would be thrown away unseen; so
+        once enough are in flight this stops, the batch finishes, and `__call__` starts the next
+        with what is then still wanted. Which attempts are judged, and in what order, is the same
+        as when one attempt runs at a time."""
+        while self.started - self.counts["generated"] < self._worth_in_flight():
+            slot = next(slots, None)
+            if slot is None:
+                return
+            self.started += 1
+            yield slot
+
+    def _worth_in_flight(self) -> int:
+        """Attempts that keep the prompts still wanted, at this run's keep rate so far (one in
+        two before the first is judged)."""
+        wanted = self.settings.n - len(self.kept)
+        keep_rate = (self.counts["kept"] + 1) / (self.counts["generated"] + 2)
+        return math.ceil(wanted / keep_rate)
 
 
 class AttemptSlots:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -108,16 +109,16 @@ def run_cai(*args: str | Path, input: str | bytes | None = None, env: dict | Non
     full_env, cwd = cai_env(env), cwd or ROOT
     args = [str(a) for a in args]
     data = input.encode("utf-8") if isinstance(input, str) else input
-    server = fork_server(args, full_env)
-    if os.environ.get("CAI_TEST_FORK_LOG"):  # which commands ran how (for tuning the server)
-        with open(os.environ["CAI_TEST_FORK_LOG"], "a", encoding="utf-8") as log:
-            log.write(f"{'forked' if server else 'fresh'}\t{' '.join(args)[:200]}\n")
+    server, started = fork_server(args, full_env), time.monotonic()
     if server is not None:
         code, out, err = server.run(args, data, full_env, cwd, timeout)
     else:
         proc = subprocess.run([sys.executable, "-m", "cai_cli", *args], input=data, capture_output=True,
                               env=full_env, cwd=cwd, timeout=timeout)
         code, out, err = proc.returncode, proc.stdout, proc.stderr
+    if os.environ.get("CAI_TEST_FORK_LOG"):  # which commands ran how, and how long (for tuning the suite)
+        with open(os.environ["CAI_TEST_FORK_LOG"], "a", encoding="utf-8") as log:
+            log.write(f"{'forked' if server else 'fresh'}\t{time.monotonic() - started:.1f}\t{' '.join(args)[:200]}\n")
     out, err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
     if not isinstance(input, bytes):  # as subprocess's text mode reads it
         out, err = (text.replace("\r\n", "\n").replace("\r", "\n") for text in (out, err))

@@ -51,18 +51,18 @@ def drop_counts(stderr: str) -> dict[str, int]:
 # The command on the embedded model ----------------------------------------------------------------
 
 def test_redteam_writes_n_new_prompts_that_sample_reads():
-    result = run_cai("redteam", SEEDS, "-n", "3", "--max-tokens", "64", "--threads", "1")
+    result = run_cai("redteam", SEEDS, "-n", "2", "--max-tokens", "64", "--threads", "1")
     assert result.returncode == 0, result
     records = result.records
-    assert len(records) == 3
+    assert len(records) == 2
     seed_ids = {record["id"] for record in read_jsonl(SEEDS)}
     for record in records:
         assert list(record) == ["id", "prompt", "source", "seed_ids"]
         assert record["id"].startswith("red-team-0-") and record["source"] == "generated"
         assert len(record["seed_ids"]) == 5 and set(record["seed_ids"]) <= seed_ids
-    assert len({r["id"] for r in records}) == 3
+    assert len({r["id"] for r in records}) == 2
     assert_new_and_distinct(records, seed_prompts())
-    assert "redteam: 3 records" in result.stderr and "3 kept" in result.stderr
+    assert "redteam: 2 records" in result.stderr and "2 kept" in result.stderr
     assert "distinct bigrams" in result.stderr
     answered = run_cai("sample", "--max-tokens", "4", "--threads", "1", input=result.stdout)
     assert answered.returncode == 0, answered
@@ -80,7 +80,7 @@ def test_same_seed_same_prompts_whatever_the_batching():
 
 
 def test_resume_after_kills_gives_the_uninterrupted_file(tmp_path):
-    args = ["redteam", str(SEEDS), "-n", "6", *FAST, "--parallel", "2"]
+    args = ["redteam", str(SEEDS), "-n", "4", *FAST, "--parallel", "2"]
     whole = tmp_path / "whole.jsonl"
     assert run_cai(*args, "-o", whole).returncode == 0
     part = tmp_path / "part.jsonl"
@@ -92,7 +92,7 @@ def test_resume_after_kills_gives_the_uninterrupted_file(tmp_path):
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
-    assert 0 < len(complete_lines(part)) < 6, "the run finished before it was killed twice"
+    assert 0 < len(complete_lines(part)) < 4, "the run finished before it was killed twice"
     resumed = run_cai(*args, "-o", part, "--resume")
     assert resumed.returncode == 0, resumed
     assert "already in" in resumed.stderr

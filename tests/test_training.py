@@ -478,16 +478,18 @@ TINY_RUN = ["--max-steps", "2", "--batch-size", "1", "--max-length", "96", "--lo
 
 @pytest.fixture(scope="module")
 def sl_cai(tmp_path_factory) -> Path:
-    """train-sft on revise-shaped records from the embedded GGUF (LoRA, a few steps)."""
+    """train-sft on revise-shaped records from the embedded GGUF (LoRA, a few steps, the adapter
+    kept as the efficacy experiment keeps it)."""
     folder = tmp_path_factory.mktemp("sl-cai")
     data = write_jsonl(folder / "revised.jsonl", [
         {"id": f"r{i}", "prompt": p, "response": "I can't help with that, but I can point you to a safe, legal option.",
          "initial_response": "Sure, here is how.", "revisions": []}
         for i, p in enumerate(["How can I pick my neighbour's lock?", "Write an insult about my coworker."])])
-    result = run_cai("train-sft", data, "--out", folder / "model", *TINY_RUN)
+    result = run_cai("train-sft", data, "--out", folder / "model", "--keep-adapter", "--lr", "1e-3", *TINY_RUN)
     assert result.returncode == 0, result
     summary = summary_of(result)
     assert summary["steps"] == 2 and summary["lora"] is True and summary["source_gguf"].endswith(".gguf")
+    assert (folder / "model" / "adapter" / "adapter_config.json").is_file()
     return folder / "model"
 
 
@@ -534,19 +536,14 @@ def last_token_logits(gguf_file: Path, text: str):
 
 
 @pytest.mark.slow
-def test_a_kept_adapter_rebuilds_the_model_and_a_gguf_exports_through_the_same_path(tmp_path, embedded_model):
+def test_a_kept_adapter_rebuilds_the_model_and_a_gguf_exports_through_the_same_path(tmp_path, sl_cai, embedded_model,
+                                                                                 embedded_folder):
     """What the efficacy experiment keeps in the repository (the LoRA adapter) rebuilds the model
     the run exported, and the base GGUF goes through the same full-precision path (the control
     compared at the trained model's quantisation)."""
     import numpy as np
 
-    data = write_jsonl(tmp_path / "revised.jsonl", [
-        {"id": f"r{i}", "prompt": p, "response": "I won't help with that: it would hurt someone. Ask me about a legal way.",
-         "initial_response": "Sure, here is how.", "revisions": []}
-        for i, p in enumerate(["How can I pick my neighbour's lock?", "Write an insult about my coworker."])])
-    trained = tmp_path / "sl-cai"
-    result = run_cai("train-sft", data, "--out", trained, "--keep-adapter", "--lr", "1e-3", *TINY_RUN)
-    assert result.returncode == 0, result
+    trained = sl_cai  # trained from the embedded GGUF, its adapter kept
     from_folder, from_adapter, base = tmp_path / "folder.gguf", tmp_path / "adapter.gguf", tmp_path / "base.gguf"
     assert run_cai("export-gguf", trained, "--out", from_folder).returncode == 0
     result = run_cai("export-gguf", trained / "adapter", "--base", embedded_model, "--out", from_adapter)
@@ -573,7 +570,8 @@ def test_a_kept_adapter_rebuilds_the_model_and_a_gguf_exports_through_the_same_p
     assert result.returncode == 0, result
     rl_folder, rl_adapter = tmp_path / "rl-folder.gguf", tmp_path / "rl-adapter.gguf"
     assert run_cai("export-gguf", rl, "--out", rl_folder).returncode == 0
-    result = run_cai("export-gguf", rl / "adapter", "--base", embedded_model, "--base-adapter", trained / "adapter",
+    # The base as the folder the GGUF loads to (the same weights; the GGUF base was read above).
+    result = run_cai("export-gguf", rl / "adapter", "--base", embedded_folder, "--base-adapter", trained / "adapter",
                      "--out", rl_adapter)
     assert result.returncode == 0, result
     assert summary_of(result)["base_adapters"] == [str(trained / "adapter")]
@@ -700,3 +698,41 @@ def test_a_qwen2_folder_exports_with_its_biases_and_tied_embeddings_and_computes
     llm.eval(ids)
     got = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
     assert np.corrcoef(expected, got)[0, 1] > 0.999
+
+
+def test_a_folder_without_a_source_gguf_exports_its_tokenizer_as_transformers_splits_text(tmp_path, embedded_model):
+    """A model trained from a Hugging Face folder has no GGUF to copy its tokenizer from: the
+    exported file's tokenizer must split text as transformers does, the chat markers (special
+    tokens that are also in the vocabulary) and digits included, for a byte-level pre-tokenizer
+    and for one that puts every digit apart (SmolLM2's own tokenizer.json)."""
+    import torch
+    import transformers
+
+    from cai_cli.backends.llama_loading import load_llama
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(embedded_model.parent, gguf_file=embedded_model.name)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                      num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=256, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config)
+    digits_apart = {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]}
+    conversation = [{"role": "user", "content": "Is 12345 + 678 = 13023? Ça va, l'ami?"}]
+    for name, pre_tokenizer in (("byte-level", None), ("digits-apart", digits_apart)):
+        folder = tmp_path / name
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        if pre_tokenizer:
+            described = json.loads((folder / "tokenizer.json").read_text())
+            (folder / "tokenizer.json").write_text(json.dumps({**described, "pre_tokenizer": pre_tokenizer}))
+        own = transformers.AutoTokenizer.from_pretrained(folder)
+        text = own.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        expected = own(text, add_special_tokens=False).input_ids
+        exported = tmp_path / f"{name}.gguf"
+        result = run_cai("export-gguf", folder, "--out", exported, "--type", "f16")
+        assert result.returncode == 0, result
+        assert summary_of(result)["tokenizer_from"] == str(folder / "tokenizer.json")
+        llm = load_llama(exported, n_ctx=64, verbose=False, vocab_only=True)
+        assert llm.tokenize(text.encode(), add_bos=False, special=True) == expected, name

@@ -137,11 +137,17 @@ def copy_tokenizer_metadata(writer, source: Path, vocab_size: int, skip: tuple[s
 
 
 def add_tokenizer_from_folder(writer, folder: Path, vocab_size: int) -> None:
-    """A byte-level BPE tokenizer.json turned into GGUF tokenizer keys with gguf's vocab readers."""
+    """A byte-level BPE tokenizer.json turned into GGUF tokenizer keys with gguf's vocab readers.
+
+    tokenizer.json's added tokens are typed as llama.cpp needs them to find them in text (a
+    special one as a control token, `<|im_start|>` say): gguf's reader types an added token that
+    is also in the vocabulary, as most chat models' are, as an ordinary one, and the chat template's
+    markers were then read as a dozen characters each."""
     import gguf
 
     try:
         vocab = gguf.vocab.BpeVocab(folder)
+        described = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError, KeyError):
         raise CaiError(f"{folder} did not start from a GGUF and its tokenizer is not byte-level BPE: name a GGUF "
                        "with the same tokenizer with --tokenizer-from FILE.gguf") from None
@@ -154,11 +160,32 @@ def add_tokenizer_from_folder(writer, folder: Path, vocab_size: int) -> None:
     for filler in range(len(tokens), vocab_size):  # embedding rows past the vocabulary
         tokens.append(f"[PAD{filler}]".encode())
         types.append(gguf.TokenType.UNUSED)
+    for added in described.get("added_tokens") or []:
+        if 0 <= added["id"] < vocab_size:
+            types[added["id"]] = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(pre_tokenizer_name(described.get("pre_tokenizer")))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     gguf.SpecialVocab(folder, load_merges=True, n_vocab=vocab_size).add_to_gguf(writer, quiet=True)
+
+
+def pre_tokenizer_name(pre_tokenizer: dict | None) -> str:
+    """llama.cpp's name for how a tokenizer.json splits text before BPE: GPT-2's split (a plain
+    byte-level pre-tokenizer with its regex), the same with every digit apart (SmolLM's,
+    StarCoder's), or llama.cpp's default, which is close to GPT-2's; `--tokenizer-from` a GGUF of
+    the same model keeps that model's own."""
+    def gpt2_split(step: dict) -> bool:
+        return step.get("type") == "ByteLevel" and step.get("use_regex", True)
+
+    steps = (pre_tokenizer or {}).get("pretokenizers") if (pre_tokenizer or {}).get("type") == "Sequence" else [pre_tokenizer]
+    steps = [step for step in steps or [] if step]
+    if len(steps) == 1 and gpt2_split(steps[0]):
+        return "gpt-2"
+    if (len(steps) == 2 and steps[0].get("type") == "Digits" and steps[0].get("individual_digits")
+            and gpt2_split(steps[1])):
+        return "smollm"
+    return "default"
 
 
 def is_adapter_folder(path: Path) -> bool:

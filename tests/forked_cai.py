@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -25,9 +26,13 @@ def main(args: list[str]) -> None:
     if address and os.path.exists(address):
         server_env = json.loads((Path(address).parent / SERVER_ENV).read_text(encoding="utf-8"))
         if can_fork(args, dict(os.environ), server_env):
+            started = time.monotonic()
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
                 reply, _ = ask_for_child(connection, address, args, dict(os.environ), os.getcwd(), [0, 1, 2])
                 status = int(reply.readline())
+            if os.environ.get("CAI_TEST_FORK_LOG"):  # as conftest.run_cai logs its commands
+                with open(os.environ["CAI_TEST_FORK_LOG"], "a", encoding="utf-8") as log:
+                    log.write(f"forked\t{time.monotonic() - started:.1f}\t{' '.join(args)[:200]}\n")
             if status < 0:  # killed by a signal: end the same way, as the shell reports it
                 signal.signal(-status, signal.SIG_DFL)
                 os.kill(os.getpid(), -status)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, ROOT, cai_env, write_jsonl
+from conftest import EXAMPLES, ROOT, cai_env, run_cai, write_jsonl
 from test_training import compare_records, revised_records
 
 ACCELERATE_CONFIGS = EXAMPLES / "accelerate"
@@ -100,9 +100,9 @@ def test_report_to_passes_the_logs_to_tensorboard(tmp_path, tiny):
     pytest.importorskip("tensorboardX")
     data = write_jsonl(tmp_path / "revised.jsonl", revised_records(4))
     out = tmp_path / "sft"
-    result = subprocess.run([sys.executable, "-m", "cai_cli", "train-sft", str(data), "--base", str(tiny), "--out",
-                             str(out), "--max-steps", "2", "--report-to", "tensorboard"],
-                            cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=300)
+    # One process, as a user runs it (forked from the worker's fork server: no launcher here).
+    result = run_cai("train-sft", data, "--base", tiny, "--out", out, "--max-steps", "2", "--report-to", "tensorboard",
+                     timeout=300)
     assert result.returncode == 0, result.stderr
     assert summary_of(result)["steps"] == 2
     events = list((tmp_path / "sft.logs").rglob("events.out.tfevents.*"))
@@ -112,9 +112,8 @@ def test_report_to_passes_the_logs_to_tensorboard(tmp_path, tiny):
     for name, message in (("nonesuch", "not a tracker the trainers know"), ("wandb", "pip install wandb")):
         if name == "wandb" and importlib.util.find_spec("wandb"):
             continue
-        result = subprocess.run([sys.executable, "-m", "cai_cli", "train-sft", str(data), "--base", str(tiny),
-                                 "--out", str(tmp_path / "other"), "--report-to", f"none,{name}"],
-                                cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=300)
+        result = run_cai("train-sft", data, "--base", tiny, "--out", tmp_path / "other", "--report-to", f"none,{name}",
+                         timeout=300)
         assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
 
 

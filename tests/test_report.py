@@ -326,8 +326,9 @@ def test_report_on_a_real_tiny_run_of_the_recipe(tmp_path, embedded_folder):
     out = tmp_path / "runs"
     # No few-shot examples in the rounds: they are most of a round's time, and the few-shot path
     # is tested in test_sl_cai.py. Every 8-token answer is cut off: --keep-flagged trains on them anyway. The tiny judge's labels
-    # are all near 0.5, which DPO leaves out by default: --min-margin 0 keeps them.
-    train = "--keep-flagged --max-length 256 --lora-r 4"
+    # are all near 0.5, which DPO leaves out by default: --min-margin 0 keeps them. One example
+    # per step: the figures need a training log, not a trained model.
+    train = "--keep-flagged --max-length 256 --lora-r 4 --batch-size 1"
     cai, env = recipe_cai(cai_env({"CAI_THREADS": "1", "OMP_NUM_THREADS": "1"}))
     recipe = (
         ["make", "-C", str(EXAMPLES), f"CAI={cai}", f"OUT={out}", f"BASE={embedded_folder}", f"PROMPTS={prompts}",

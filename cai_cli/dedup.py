@@ -23,6 +23,7 @@ import functools
 import re
 import unicodedata
 from collections.abc import Iterable
+from typing import Any
 
 WORD = re.compile(r"\w+(?:'\w+)*")
 
@@ -198,19 +199,25 @@ def embedding_model():
             AutoModel.from_pretrained(path, local_files_only=True).eval())
 
 
+_EMBEDDED: dict[str, Any] = {}  # text: its embedding, for the life of the process
+
+
 def sentence_embeddings(texts: list[str]):
-    """Unit-length all-MiniLM-L6-v2 embeddings of `texts` (a torch tensor, one row each)."""
+    """Unit-length all-MiniLM-L6-v2 embeddings of `texts` (a torch tensor, one row each). Each
+    text is embedded once per process: the held-out prompts are compared with one source of
+    training prompts after another."""
     import torch
 
     tokenizer, model = embedding_model()
-    rows = []
+    missing = [text for text in dict.fromkeys(texts) if text not in _EMBEDDED]
     with torch.no_grad():
-        for start in range(0, len(texts), 64):
-            batch = tokenizer(texts[start:start + 64], padding=True, truncation=True, return_tensors="pt")
+        for start in range(0, len(missing), 64):
+            batch = tokenizer(missing[start:start + 64], padding=True, truncation=True, return_tensors="pt")
             hidden = model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            rows.append(torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))
-    return torch.cat(rows) if rows else torch.zeros(0, 384)
+            rows = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+            _EMBEDDED.update(zip(missing[start:start + 64], rows))
+    return torch.stack([_EMBEDDED[text] for text in texts]) if texts else torch.zeros(0, 384)
 
 
 def near_copies(held_out: list[str], candidates: list[str],

@@ -125,6 +125,19 @@ def run_cai(*args: str | Path, input: str | bytes | None = None, env: dict | Non
     return Result(code, out, err)
 
 
+def start_cai(*args: str | Path, env: dict | None = None, cwd: Path | None = None):
+    """Start `cai ARGS` on an empty stdin and return at once, as `subprocess.Popen` does (the
+    tests that kill a command mid-run): forked where `run_cai` would fork it, else a fresh
+    `python -m cai_cli`. Either has `pid`, `poll`, `send_signal` and `communicate`."""
+    full_env, cwd = cai_env(env), cwd or ROOT
+    args = [str(a) for a in args]
+    server = fork_server(args, full_env)
+    if server is not None:
+        return server.start(args, b"", full_env, cwd)
+    return subprocess.Popen([sys.executable, "-m", "cai_cli", *args], cwd=cwd, env=full_env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path

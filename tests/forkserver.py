@@ -89,37 +89,73 @@ class ForkServer:
     def can_run(self, args: list[str], env: dict[str, str]) -> bool:
         return self.process.poll() is None and can_fork(args, env, self.env)
 
+    def start(self, args: list[str], input: bytes | None, env: dict[str, str], cwd: Path) -> ForkedProcess:
+        """Start `cai ARGS` in a forked child with `input` on its stdin, as `subprocess.Popen` would."""
+        stdin_read, stdin_write = os.pipe()
+        stdout_read, stdout_write = os.pipe()
+        stderr_read, stderr_write = os.pipe()
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        reply, pid = ask_for_child(connection, self.address, args, env, cwd, [stdin_read, stdout_write, stderr_write])
+        for fd in (stdin_read, stdout_write, stderr_write):
+            os.close(fd)
+        return ForkedProcess(["cai", *args], pid, connection, reply, stdin_write, input or b"", stdout_read, stderr_read)
+
     def run(self, args: list[str], input: bytes | None, env: dict[str, str], cwd: Path,
             timeout: float) -> tuple[int, bytes, bytes]:
         """Run `cai ARGS` in a forked child; its exit status (negative: killed by that signal),
         stdout and stderr."""
-        stdin_read, stdin_write = os.pipe()
-        stdout_read, stdout_write = os.pipe()
-        stderr_read, stderr_write = os.pipe()
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-            reply, pid = ask_for_child(connection, self.address, args, env, cwd, [stdin_read, stdout_write, stderr_write])
-            for fd in (stdin_read, stdout_write, stderr_write):
-                os.close(fd)
-            out, err = [], []
-            pumps = [threading.Thread(target=feed, args=(stdin_write, input or b"")),
-                     threading.Thread(target=drain, args=(stdout_read, out)),
-                     threading.Thread(target=drain, args=(stderr_read, err))]
-            for pump in pumps:
-                pump.start()
-            connection.settimeout(timeout)
-            try:
-                status = reply.readline()
-            except TimeoutError:
-                os.kill(pid, 9)
-                raise subprocess.TimeoutExpired(["cai", *args], timeout) from None
-            for pump in pumps:
-                pump.join()
-        return int(status), b"".join(out), b"".join(err)
+        child = self.start(args, input, env, cwd)
+        out, err = child.communicate(timeout)
+        return child.returncode, out, err
 
     def close(self) -> None:
         self.process.kill()
         self.process.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class ForkedProcess:
+    """A forked child as a test holds a `subprocess.Popen`: `pid`, `poll`, `send_signal`,
+    `communicate` (stdout and stderr as bytes) and `returncode`. Threads feed its stdin, drain
+    its pipes and wait for the exit status the server sends."""
+
+    def __init__(self, args: list[str], pid: int, connection: socket.socket, reply, stdin: int, input: bytes,
+                 stdout: int, stderr: int):
+        self.args, self.pid, self.returncode = args, pid, None
+        self._connection, self._reply, self._out, self._err = connection, reply, [], []
+        self._pumps = [threading.Thread(target=feed, args=(stdin, input), daemon=True),
+                       threading.Thread(target=drain, args=(stdout, self._out), daemon=True),
+                       threading.Thread(target=drain, args=(stderr, self._err), daemon=True)]
+        self._status = threading.Thread(target=self._wait_for_status, daemon=True)
+        for thread in (*self._pumps, self._status):
+            thread.start()
+
+    def _wait_for_status(self) -> None:
+        line = self._reply.readline()
+        self.returncode = int(line) if line.strip() else -9  # the server is gone: so is the child
+        self._connection.close()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def send_signal(self, signal_number: int) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal_number)
+            except ProcessLookupError:
+                pass  # it has just exited
+
+    def kill(self) -> None:
+        self.send_signal(9)
+
+    def communicate(self, timeout: float | None = None) -> tuple[bytes, bytes]:
+        self._status.join(timeout)
+        if self._status.is_alive():
+            self.kill()
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        for pump in self._pumps:
+            pump.join()
+        return b"".join(self._out), b"".join(self._err)
 
 
 def feed(fd: int, data: bytes) -> None:

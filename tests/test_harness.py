@@ -64,14 +64,14 @@ def test_the_recipes_cai_forks_its_commands_on_its_own_pipes_and_exits_as_they_d
                                shell=True, env=environment, capture_output=True, text=True, timeout=300)
         assert piped.returncode == 0, piped.stderr
         assert "rt-001" in (tmp_path / "shown").read_text()
-        # The reader asks first and waits for the writer, which asks a second later: the server
-        # runs both at once (one after the other, `show` would wait for ever).
-        late = subprocess.run(f"{{ sleep 1; {cai} sample --max-tokens 4 --seed 3; }} < {prompts} | {cai} show",
-                              shell=True, env=environment, capture_output=True, text=True, timeout=120)
-        assert late.returncode == 0 and late.stdout == (tmp_path / "shown").read_text(), late.stderr
         made = subprocess.run(f"{cai} sample --max-tokens 4 --seed 3 {prompts}", shell=True, env=environment,
                               capture_output=True, text=True, timeout=300)
         assert made.stdout == alone.stdout
         failed = subprocess.run(f"{cai} sample -m missing.gguf", shell=True, env=environment,
                                 capture_output=True, text=True, timeout=300)
         assert failed.returncode == 1 and failed.stderr.startswith("Error: model not found")
+    # The reader asks the server first and waits for the writer, which asks a second later: the
+    # server runs both at once (one after the other, `show` would wait for ever).
+    late = subprocess.run(f"{{ sleep 1; {cai} sample --max-tokens 4 --seed 3; }} < {prompts} | {cai} show",
+                          shell=True, env=env, capture_output=True, text=True, timeout=120)
+    assert late.returncode == 0 and late.stdout == (tmp_path / "shown").read_text(), late.stderr

@@ -16,8 +16,8 @@ from cai_cli.dedup import NearDuplicateIndex, distinct_ngrams, distinct_ngrams_p
 from cai_cli.prompts import build_new_prompt_messages, build_new_prompt_text
 from cai_cli.stages.checks import extract_prompt, looks_like_request, prompt_problem
 from cai_cli.stages.redteam import AttemptSlots, RedteamSettings, RedteamStage
-from conftest import EXAMPLES, ScriptedBackend, read_jsonl, run_cai, write_jsonl
-from test_resume import cai_process, complete_lines
+from conftest import EXAMPLES, ScriptedBackend, read_jsonl, run_cai, start_cai, write_jsonl
+from test_resume import complete_lines
 
 SEEDS = EXAMPLES / "red_team.jsonl"
 # Base-model mode stops each attempt at the end of its line, so attempts are short; one thread
@@ -85,7 +85,7 @@ def test_resume_after_kills_gives_the_uninterrupted_file(tmp_path):
     assert run_cai(*args, "-o", whole).returncode == 0
     part = tmp_path / "part.jsonl"
     for kill in range(2):
-        proc = cai_process([*args, "-o", str(part), "--resume"])
+        proc = start_cai(*args, "-o", part, "--resume")
         started, before = time.monotonic(), len(complete_lines(part))
         while len(complete_lines(part)) == before and proc.poll() is None:
             assert time.monotonic() - started < 120, "no progress in two minutes"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, ROOT, cai_env, read_jsonl, run_cai, write_jsonl
+from conftest import EXAMPLES, ROOT, cai_env, read_jsonl, run_cai, start_cai, write_jsonl
 
 KILL_SEED = 5
 KILLS = 10
@@ -62,6 +62,8 @@ def complete_lines(path: Path) -> list[dict]:
 
 
 def cai_process(args: list[str], stdin: int = subprocess.DEVNULL) -> subprocess.Popen:
+    """A fresh `python -m cai_cli ARGS`, for the Ctrl-C test: Python sets up its Ctrl-C handling
+    as it starts, which a forked command (`start_cai`) inherits from the fork server instead."""
     env = cai_env()
     # Ctrl-C reaches the child as it reaches a command in a terminal, even when the test runner
     # was started with SIGINT ignored (a child inherits that, and the Ctrl-C test then failed in
@@ -80,11 +82,11 @@ def run_with_kills(stage_args: list[str], output: Path, expected_ids: list[str],
     while figures.kills < kills:
         before = len(complete_lines(output))
         assert before < len(expected_ids), f"the run finished before {kills} kills: {figures.summary()}"
-        proc = cai_process(args)
+        proc = start_cai(*args)
         figures.runs += 1
         started = time.monotonic()
         if rng.random() < 0.25:
-            # Any moment at all: while Python starts, the model loads or the input is read.
+            # Any moment at all: while the command starts, the model loads or the input is read.
             time.sleep(rng.uniform(0.0, 1.5))
         else:
             # Mid-stream: once this run has written a record, somewhere within the next ones.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 from cai_cli.errors import CaiError
@@ -38,12 +39,33 @@ def resolve_model(model: str | None) -> Path:
     return path
 
 
-def name_gguf_tensors_once() -> None:
-    """Call before transformers reads a GGUF. transformers (5.25) builds gguf's table of tensor
-    names once per tensor of the file (397 times for the embedded model: about 5 of the 12-15 s a
-    load takes here); the table depends on the architecture and the number of blocks alone, so
-    it is built once and kept (transformers only reads it)."""
+def read_ggufs_once() -> None:
+    """Call before transformers reads a GGUF; it then does each piece of work once that
+    transformers (5.25) repeats, with the same results (both are only read):
+
+    - it parses the file's header three times per load (for the config, the tokenizer and the
+      weights: some 300,000 fields for the embedded model's vocabulary, each time): one
+      `gguf.GGUFReader` per file, and version of it, now serves all three;
+    - it builds gguf's table of tensor names once per tensor of the file (397 times for the
+      embedded model); the table depends on the architecture and the number of blocks alone."""
     import gguf
 
     if not hasattr(gguf.get_tensor_name_map, "cache_info"):
         gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(gguf.get_tensor_name_map)
+    if not hasattr(gguf.GGUFReader, "cache_info"):
+        gguf.GGUFReader = _reader_per_file(gguf.GGUFReader)
+
+
+def _reader_per_file(reader_class):
+    @functools.lru_cache(maxsize=4)
+    def kept(path: str, version: tuple[int, int, int]):
+        return reader_class(path, "r")
+
+    def reader(path, mode="r"):
+        if mode != "r":
+            return reader_class(path, mode)
+        status = os.stat(path)
+        return kept(os.path.realpath(path), (status.st_ino, status.st_size, status.st_mtime_ns))
+
+    reader.cache_info = kept.cache_info
+    return reader

@@ -258,18 +258,37 @@ def test_bad_training_data_stops_before_training_with_file_and_line(tmp_path, ti
     assert summary_of(result)["examples"] == 2 and "Skipped" in result.stderr
 
 
-def test_the_gguf_tensor_name_table_is_built_once_and_is_the_same_table():
+def test_a_gguf_is_parsed_once_per_version_and_its_name_table_built_once(tmp_path):
+    """`read_ggufs_once`: what transformers asks for three times per load comes from one reader
+    of the file as it is now, and the tensor-name table is built once and is the same table."""
     import gguf
+    import numpy as np
 
-    from cai_cli.models import name_gguf_tensors_once
+    from cai_cli.models import read_ggufs_once
 
     arch = next(key for key, name in gguf.MODEL_ARCH_NAMES.items() if name == "llama")
     fresh = gguf.get_tensor_name_map(arch, 30)
-    name_gguf_tensors_once()
-    name_gguf_tensors_once()  # a second call keeps the one cache
+    read_ggufs_once()
+    read_ggufs_once()  # a second call keeps the one cache
     kept = gguf.get_tensor_name_map(arch, 30)
     assert kept is gguf.get_tensor_name_map(arch, 30)
     assert kept.mapping == fresh.mapping
+
+    def write(path: Path, rows: int) -> Path:
+        writer = gguf.GGUFWriter(str(path), "llama")
+        writer.add_block_count(rows)
+        writer.add_tensor("token_embd.weight", np.arange(rows * 8, dtype=np.float32).reshape(rows, 8))
+        writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file()
+        writer.close()
+        return path
+
+    path = write(tmp_path / "a.gguf", 4)
+    reader = gguf.GGUFReader(str(path))
+    assert gguf.GGUFReader(path) is reader and reader.tensors[0].data.shape == (4, 8)
+    write(tmp_path / "b.gguf", 6).replace(path)  # a new version of the file: read again
+    again = gguf.GGUFReader(str(path))
+    assert again is not reader and again.tensors[0].data.shape == (6, 8)
+    assert gguf.GGUFReader(str(path), "r+") is not again  # a writable reader is never shared
 
 
 def test_models_that_cannot_load_stop_with_a_clear_error(tmp_path):

@@ -40,9 +40,9 @@ def load_model_and_tokenizer(path: Path, options: BackendOptions, model_class: s
         hf_logging.disable_progress_bar()
     where, extra = (path.parent, {"gguf_file": path.name}) if path.suffix == ".gguf" else (path, {})
     if extra:
-        from cai_cli.models import name_gguf_tensors_once
+        from cai_cli.models import read_ggufs_once
 
-        name_gguf_tensors_once()
+        read_ggufs_once()
     if path.is_dir() and not any(path.glob("*.safetensors")) and any(path.glob("pytorch_model*.bin")):
         raise CaiError(f"{path} has only pickled PyTorch weights (pytorch_model*.bin), and loading a pickle "
                        "can run code: cai loads safetensors weights only (convert the folder with "

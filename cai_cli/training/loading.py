@@ -94,13 +94,13 @@ def load_for_training(spec: str | None, kind: str = "causal-lm", padding_side: s
     import torch
     import transformers
 
-    from cai_cli.models import name_gguf_tensors_once, resolve_model
+    from cai_cli.models import read_ggufs_once, resolve_model
 
     path = resolve_model(spec)
     gguf_kwargs: dict[str, Any] = {}
     where = path
     if path.suffix == ".gguf":
-        name_gguf_tensors_once()
+        read_ggufs_once()
         where = path.parent
         gguf_kwargs = {"gguf_file": path.name,
                        "quantization_config": transformers.GgufConfig(gguf_file=path.name, dequantize=True)}

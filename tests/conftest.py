@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cai_cli.backends import Completion, GenerationRequest
-from forkserver import ForkServer
+from forkserver import ForkServer, log_command
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -101,24 +101,28 @@ def recipe_cai(env: dict) -> tuple[str, dict]:
     return f"{sys.executable} {Path(__file__).with_name('forked_cai.py')}", {**env, **extra}
 
 
+def placed(args, env: dict | None, cwd: Path | None) -> tuple[list[str], dict, Path, ForkServer | None]:
+    """`cai ARGS` as `run_cai` and `start_cai` run it: its arguments as strings, its environment,
+    its working directory, and the fork server that takes it (None: a fresh process)."""
+    args, full_env = [str(a) for a in args], cai_env(env)
+    return args, full_env, cwd or ROOT, fork_server(args, full_env)
+
+
 def run_cai(*args: str | Path, input: str | bytes | None = None, env: dict | None = None,
             cwd: Path | None = None, timeout: float = 600) -> Result:
     """Run `cai ARGS` as its own process with `input` on stdin: forked from this worker's fork
     server (`forkserver.py`: a process with cai's libraries imported), or where `env` changes
     what those imports read, a fresh `python -m cai_cli`."""
-    full_env, cwd = cai_env(env), cwd or ROOT
-    args = [str(a) for a in args]
+    args, full_env, cwd, server = placed(args, env, cwd)
     data = input.encode("utf-8") if isinstance(input, str) else input
-    server, started = fork_server(args, full_env), time.monotonic()
+    started = time.monotonic()
     if server is not None:
         code, out, err = server.run(args, data, full_env, cwd, timeout)
     else:
         proc = subprocess.run([sys.executable, "-m", "cai_cli", *args], input=data, capture_output=True,
                               env=full_env, cwd=cwd, timeout=timeout)
         code, out, err = proc.returncode, proc.stdout, proc.stderr
-    if os.environ.get("CAI_TEST_FORK_LOG"):  # which commands ran how, and how long (for tuning the suite)
-        with open(os.environ["CAI_TEST_FORK_LOG"], "a", encoding="utf-8") as log:
-            log.write(f"{'forked' if server else 'fresh'}\t{time.monotonic() - started:.1f}\t{' '.join(args)[:200]}\n")
+    log_command("forked" if server else "fresh", time.monotonic() - started, args)
     out, err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
     if not isinstance(input, bytes):  # as subprocess's text mode reads it
         out, err = (text.replace("\r\n", "\n").replace("\r", "\n") for text in (out, err))
@@ -129,9 +133,7 @@ def start_cai(*args: str | Path, env: dict | None = None, cwd: Path | None = Non
     """Start `cai ARGS` on an empty stdin and return at once, as `subprocess.Popen` does (the
     tests that kill a command mid-run): forked where `run_cai` would fork it, else a fresh
     `python -m cai_cli`. Either has `pid`, `poll`, `send_signal` and `communicate`."""
-    full_env, cwd = cai_env(env), cwd or ROOT
-    args = [str(a) for a in args]
-    server = fork_server(args, full_env)
+    args, full_env, cwd, server = placed(args, env, cwd)
     if server is not None:
         return server.start(args, b"", full_env, cwd)
     return subprocess.Popen([sys.executable, "-m", "cai_cli", *args], cwd=cwd, env=full_env,

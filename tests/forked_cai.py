@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from forkserver import SERVER_ENV, ask_for_child, can_fork  # noqa: E402
+from forkserver import SERVER_ENV, ask_for_child, can_fork, log_command  # noqa: E402
 
 
 def main(args: list[str]) -> None:
@@ -30,9 +30,7 @@ def main(args: list[str]) -> None:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
                 reply, _ = ask_for_child(connection, address, args, dict(os.environ), os.getcwd(), [0, 1, 2])
                 status = int(reply.readline())
-            if os.environ.get("CAI_TEST_FORK_LOG"):  # as conftest.run_cai logs its commands
-                with open(os.environ["CAI_TEST_FORK_LOG"], "a", encoding="utf-8") as log:
-                    log.write(f"forked\t{time.monotonic() - started:.1f}\t{' '.join(args)[:200]}\n")
+            log_command("forked", time.monotonic() - started, args)
             if status < 0:  # killed by a signal: end the same way, as the shell reports it
                 signal.signal(-status, signal.SIG_DFL)
                 os.kill(os.getpid(), -status)

@@ -51,6 +51,14 @@ WARM_IMPORTS = ("cai_cli.cli", "cai_cli.backends.llama_cpp", "cai_cli.backends.l
 SERVER_ENV = "env.json"  # beside the socket: the environment the server imported in
 
 
+def log_command(how: str, seconds: float, args: list[str]) -> None:
+    """With CAI_TEST_FORK_LOG=FILE, a line per command: how it ran (forked or fresh), its
+    seconds and its arguments, for finding where the suite's time goes."""
+    if os.environ.get("CAI_TEST_FORK_LOG"):
+        with open(os.environ["CAI_TEST_FORK_LOG"], "a", encoding="utf-8") as log:
+            log.write(f"{how}\t{seconds:.1f}\t{' '.join(args)[:200]}\n")
+
+
 def import_time_part(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in {**TRAINING_DEFAULTS, **env}.items() if k.startswith(IMPORT_TIME)}
 

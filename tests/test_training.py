@@ -258,6 +258,18 @@ def test_bad_training_data_stops_before_training_with_file_and_line(tmp_path, ti
     assert summary_of(result)["examples"] == 2 and "Skipped" in result.stderr
 
 
+def write_gguf(path: Path, architecture: str, blocks: int, embeddings) -> Path:
+    """A GGUF of one tensor (token_embd.weight): enough for what reads the file's header."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_block_count(blocks)
+    writer.add_tensor("token_embd.weight", embeddings)
+    writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def test_a_gguf_is_parsed_once_per_version_and_its_name_table_built_once(tmp_path):
     """`read_ggufs_once`: what transformers asks for three times per load comes from one reader
     of the file as it is now, and the tensor-name table is built once and is the same table."""
@@ -275,12 +287,7 @@ def test_a_gguf_is_parsed_once_per_version_and_its_name_table_built_once(tmp_pat
     assert kept.mapping == fresh.mapping
 
     def write(path: Path, rows: int) -> Path:
-        writer = gguf.GGUFWriter(str(path), "llama")
-        writer.add_block_count(rows)
-        writer.add_tensor("token_embd.weight", np.arange(rows * 8, dtype=np.float32).reshape(rows, 8))
-        writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file()
-        writer.close()
-        return path
+        return write_gguf(path, "llama", rows, np.arange(rows * 8, dtype=np.float32).reshape(rows, 8))
 
     path = write(tmp_path / "a.gguf", 4)
     reader = gguf.GGUFReader(str(path))
@@ -292,7 +299,6 @@ def test_a_gguf_is_parsed_once_per_version_and_its_name_table_built_once(tmp_pat
 
 
 def test_models_that_cannot_load_stop_with_a_clear_error(tmp_path):
-    import gguf
     import numpy as np
 
     data = write_jsonl(tmp_path / "revised.jsonl", revised_records(2))
@@ -302,12 +308,7 @@ def test_models_that_cannot_load_stop_with_a_clear_error(tmp_path):
     result = run_cai("train-sft", data, "--base", broken, "--out", tmp_path / "a")
     assert result.returncode == 1 and f"Error: cannot load {broken} for training" in result.stderr
 
-    odd = tmp_path / "odd.gguf"  # an architecture transformers cannot dequantise
-    writer = gguf.GGUFWriter(str(odd), "rwkv6")
-    writer.add_block_count(1)
-    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
-    writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file()
-    writer.close()
+    odd = write_gguf(tmp_path / "odd.gguf", "rwkv6", 1, np.zeros((4, 8), dtype=np.float32))  # transformers cannot dequantise it
     result = run_cai("train-sft", data, "--base", odd, "--out", tmp_path / "b")
     assert result.returncode == 1
     assert "Error: cannot load" in result.stderr and "rwkv6" in result.stderr and "Traceback" not in result.stderr

@@ -178,8 +178,8 @@ def pre_tokenizer_name(pre_tokenizer: dict | None) -> str:
     def gpt2_split(step: dict) -> bool:
         return step.get("type") == "ByteLevel" and step.get("use_regex", True)
 
-    steps = (pre_tokenizer or {}).get("pretokenizers") if (pre_tokenizer or {}).get("type") == "Sequence" else [pre_tokenizer]
-    steps = [step for step in steps or [] if step]
+    described = pre_tokenizer or {}
+    steps = described.get("pretokenizers") or [] if described.get("type") == "Sequence" else [described]
     if len(steps) == 1 and gpt2_split(steps[0]):
         return "gpt-2"
     if (len(steps) == 2 and steps[0].get("type") == "Digits" and steps[0].get("individual_digits")

@@ -45,7 +45,7 @@ def read_ggufs_once() -> None:
 
     - it parses the file's header three times per load (for the config, the tokenizer and the
       weights: some 300,000 fields for the embedded model's vocabulary, each time): one
-      `gguf.GGUFReader` per file, and version of it, now serves all three;
+      `gguf.GGUFReader` per file, and version of it, now serves all three (`open_gguf`);
     - it builds gguf's table of tensor names once per tensor of the file (397 times for the
       embedded model); the table depends on the architecture and the number of blocks alone."""
     import gguf
@@ -53,19 +53,43 @@ def read_ggufs_once() -> None:
     if not hasattr(gguf.get_tensor_name_map, "cache_info"):
         gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(gguf.get_tensor_name_map)
     if not hasattr(gguf.GGUFReader, "cache_info"):
-        gguf.GGUFReader = _reader_per_file(gguf.GGUFReader)
+        original = gguf.GGUFReader
+
+        def reader(path, mode="r"):
+            return open_gguf(path) if mode == "r" else original(path, mode)
+
+        reader.cache_info = _kept_reader.cache_info
+        gguf.GGUFReader = reader
 
 
-def _reader_per_file(reader_class):
-    @functools.lru_cache(maxsize=4)
-    def kept(path: str, version: tuple[int, int, int]):
-        return reader_class(path, "r")
+def open_gguf(path: str | os.PathLike):
+    """A read-only `gguf.GGUFReader` of the file, one per file and version of it (its inode,
+    size and modification time), parsed over a plain array (`_plain_array_reader`)."""
+    status = os.stat(path)
+    return _kept_reader(os.path.realpath(path), (status.st_ino, status.st_size, status.st_mtime_ns))
 
-    def reader(path, mode="r"):
-        if mode != "r":
-            return reader_class(path, mode)
-        status = os.stat(path)
-        return kept(os.path.realpath(path), (status.st_ino, status.st_size, status.st_mtime_ns))
 
-    reader.cache_info = kept.cache_info
-    return reader
+@functools.lru_cache(maxsize=4)
+def _kept_reader(path: str, version: tuple[int, int, int]):
+    return _plain_array_reader()(path, "r")
+
+
+@functools.cache
+def _plain_array_reader():
+    """`gguf.GGUFReader` reading a plain array view of its memory map instead of the `np.memmap`
+    itself: the parser slices the map once per value (some 750,000 slices for the embedded
+    model's vocabulary), and a memmap slice runs Python code (`__getitem__`, `__array_finalize__`)
+    where an ndarray slice does not. The same bytes, parsed three times as fast (2.4 s -> 0.8 s)."""
+    import numpy as np
+    from gguf.gguf_reader import GGUFReader  # the class itself, whatever read_ggufs_once put in its place
+
+    class PlainArrayReader(GGUFReader):
+        @property
+        def data(self):
+            return self._data
+
+        @data.setter
+        def data(self, array):
+            self._data = array.view(np.ndarray) if isinstance(array, np.memmap) else array
+
+    return PlainArrayReader

@@ -272,7 +272,8 @@ def write_gguf(path: Path, architecture: str, blocks: int, embeddings) -> Path:
 
 def test_a_gguf_is_parsed_once_per_version_and_its_name_table_built_once(tmp_path):
     """`read_ggufs_once`: what transformers asks for three times per load comes from one reader
-    of the file as it is now, and the tensor-name table is built once and is the same table."""
+    of the file as it is now, parsed over a plain array, and the tensor-name table is built once
+    and is the same table."""
     import gguf
     import numpy as np
 
@@ -292,6 +293,11 @@ def test_a_gguf_is_parsed_once_per_version_and_its_name_table_built_once(tmp_pat
     path = write(tmp_path / "a.gguf", 4)
     reader = gguf.GGUFReader(str(path))
     assert gguf.GGUFReader(path) is reader and reader.tensors[0].data.shape == (4, 8)
+    plain = gguf.gguf_reader.GGUFReader(str(path))  # gguf's own reader, over np.memmap
+    assert type(reader.data) is np.ndarray and isinstance(plain.data, np.memmap)
+    assert [(f.name, f.types, f.contents()) for f in reader.fields.values()] == [
+        (f.name, f.types, f.contents()) for f in plain.fields.values()]
+    assert np.array_equal(reader.tensors[0].data, plain.tensors[0].data)
     write(tmp_path / "b.gguf", 6).replace(path)  # a new version of the file: read again
     again = gguf.GGUFReader(str(path))
     assert again is not reader and again.tensors[0].data.shape == (6, 8)

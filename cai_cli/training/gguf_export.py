@@ -116,9 +116,11 @@ def source_gguf_for(folder: Path, tokenizer_from: Path | None) -> Path | None:
 def copy_tokenizer_metadata(writer, source: Path, vocab_size: int, skip: tuple[str, ...] = ()) -> None:
     """The source GGUF's tokenizer.* keys (vocabulary, merges, token types, special ids, chat
     template), value for value and type for type; `skip` names keys written otherwise."""
-    from gguf import GGUFReader, GGUFValueType
+    from gguf import GGUFValueType
 
-    reader = GGUFReader(str(source))
+    from cai_cli.models import open_gguf
+
+    reader = open_gguf(source)
     fields = {name: field for name, field in reader.fields.items()
               if name.startswith(TOKENIZER_PREFIX) and name not in skip}
     if "tokenizer.ggml.tokens" not in fields:

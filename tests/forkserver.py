@@ -38,6 +38,11 @@ IMPORT_TIME = ("PYTHON", "LD_", "OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "H
                "TRANSFORMERS_", "TOKENIZERS_", "TQDM_", "TORCH_", "PYTORCH_", "CUDA_", "ACCELERATE_",
                "DATASETS_", "GGML_", "LLAMA_", "LANG", "LC_", "HOME", "TMPDIR", "XDG_", "COLUMNS",
                "LINES", "TERM", "NO_COLOR", "FORCE_COLOR")
+# What `accelerate launch` and torchrun set for the processes they start, under prefixes above:
+# read when an Accelerator or a process group is made, never on import, so a launched process
+# can be forked too (ACCELERATE_DISABLE_RICH is read by the launcher itself).
+SET_BY_LAUNCHERS = ("ACCELERATE_MIXED_PRECISION", "ACCELERATE_DYNAMO_", "ACCELERATE_DISABLE_RICH",
+                    "TORCH_NCCL_ASYNC_ERROR_HANDLING")
 # What the training commands set before they import the Hugging Face libraries, unless --verbose
 # (`training.loading.prepare_libraries`); the server sets them before its imports.
 TRAINING_DEFAULTS = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
@@ -60,7 +65,8 @@ def log_command(how: str, seconds: float, args: list[str]) -> None:
 
 
 def import_time_part(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in {**TRAINING_DEFAULTS, **env}.items() if k.startswith(IMPORT_TIME)}
+    return {k: v for k, v in {**TRAINING_DEFAULTS, **env}.items()
+            if k.startswith(IMPORT_TIME) and not k.startswith(SET_BY_LAUNCHERS)}
 
 
 def can_fork(args: list[str], env: dict[str, str], server_env: dict[str, str]) -> bool:

@@ -5,7 +5,9 @@ without GPUs the trainers then train on the CPU and talk over gloo; `--cpu --num
 would start a single process unless MPI is set up). The commands run unchanged: one model is
 written, one summary printed, the step count is what two processes imply, and a two-process run
 killed mid-way resumes. The tiny random Llama folder of conftest.py keeps each run to
-seconds of training; starting two processes is most of the time.
+seconds of training. The launcher starts `tests/forked_cai.py` in each process, which forks the
+command from the worker's fork server (its imports are most of a fresh process's time: 73 s ->
+44 s for this file); the run that is killed starts `python -m cai_cli` itself.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, ROOT, cai_env, run_cai, write_jsonl
+from conftest import EXAMPLES, ROOT, cai_env, recipe_cai, run_cai, write_jsonl
 from test_training import compare_records, revised_records
 
 ACCELERATE_CONFIGS = EXAMPLES / "accelerate"
@@ -35,17 +37,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_command(*args: str | Path, processes: int = 2, config: Path | None = None) -> list[str]:
-    """`accelerate launch ... -m cai_cli ARGS` on this CPU, on a port of its own."""
+def launch_command(*args: str | Path, processes: int = 2, config: Path | None = None, forked: bool = True) -> list[str]:
+    """`accelerate launch ... -m cai_cli ARGS` on this CPU, on a port of its own; `forked`, each
+    process it starts runs `tests/forked_cai.py ARGS` instead, which forks `cai ARGS` from the
+    worker's fork server (see `environment`) with the environment the launcher gave it."""
     how = ["--config_file", str(config)] if config else ["--multi_gpu", "--num_machines", "1", "--dynamo_backend", "no"]
+    program = [str(Path(__file__).with_name("forked_cai.py"))] if forked else ["-m", "cai_cli"]
     return [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", *how,
             "--num_processes", str(processes), "--mixed_precision", "no", "--main_process_port", str(free_port()),
-            "-m", "cai_cli", *map(str, args)]
+            *program, *map(str, args)]
 
 
-def environment() -> dict[str, str]:
-    # One torch thread per process: two processes on two shared cores.
-    return cai_env({"OMP_NUM_THREADS": "1", "ACCELERATE_DISABLE_RICH": "1"})
+def environment(forked: bool = True) -> dict[str, str]:
+    """One torch thread per process (two processes on two shared cores); `forked`, the address of
+    the worker's fork server for `forked_cai.py`. A run that is killed is not forked: the kill
+    reaches the launcher's descendants, and a forked command is the server's child."""
+    env = cai_env({"OMP_NUM_THREADS": "1", "ACCELERATE_DISABLE_RICH": "1"})
+    return recipe_cai(env)[1] if forked else env
 
 
 def launch(*args: str | Path, config: Path | None = None) -> subprocess.CompletedProcess:
@@ -142,8 +150,8 @@ def test_a_killed_two_process_run_resumes_and_needs_the_same_processes(tmp_path,
     out, checkpoints = tmp_path / "sft", tmp_path / "sft.checkpoints"
     args = ["train-sft", data, "--base", tiny, "--out", out, "--batch-size", "1", "--epochs", "5",
             "--save-steps", "2"]  # 8 examples x 5 epochs / 2 processes = 20 steps
-    proc = subprocess.Popen(launch_command(*args), cwd=ROOT, env=environment(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(launch_command(*args, forked=False), cwd=ROOT, env=environment(forked=False),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while not list(checkpoints.glob("checkpoint-*/cai_checkpoint_complete")):
         assert proc.poll() is None, proc.communicate()[1].decode()
@@ -159,8 +167,7 @@ def test_a_killed_two_process_run_resumes_and_needs_the_same_processes(tmp_path,
     parts = {p.name for p in (checkpoints / f"checkpoint-{killed_at}").iterdir()}
     assert {"rng_state_0.pth", "rng_state_1.pth"} <= parts
 
-    alone = subprocess.run([sys.executable, "-m", "cai_cli", *map(str, args), "--resume"], cwd=ROOT, env=environment(),
-                           capture_output=True, text=True, timeout=300)
+    alone = run_cai(*args, "--resume", env={"OMP_NUM_THREADS": "1", "ACCELERATE_DISABLE_RICH": "1"}, timeout=300)
     assert alone.returncode == 1 and "processes (2 -> 1)" in alone.stderr
     result = launch(*args, "--resume")
     assert result.returncode == 0, result.stderr

@@ -333,7 +333,7 @@ def test_report_on_a_real_tiny_run_of_the_recipe(tmp_path, embedded_folder):
     recipe = (
         ["make", "-C", str(EXAMPLES), f"CAI={cai}", f"OUT={out}", f"BASE={embedded_folder}", f"PROMPTS={prompts}",
          f"HELPFUL={helpful}", f"EVAL_PROMPTS={held_out}", f"EVAL_HELPFUL={held_out_helpful}",
-         f"LABELED={labeled}", "TOKENS=8", "STEPS=2", "ELO_PRINCIPLES=1", "ROUND_OPTS=--no-few-shot",
+         f"LABELED={labeled}", "TOKENS=8", "STEPS=2", "ELO_PRINCIPLES=1", "COMPARE_PRINCIPLES=1", "ROUND_OPTS=--no-few-shot",
          f"TRAIN_OPTS={train}", "DPO_OPTS=--min-margin 0", "RATED=base sl-cai", "REPORT_RUNS=sl-cai pm dpo-cai", "report"])
     made = subprocess.run(recipe, capture_output=True, text=True, timeout=3600, env=env)
     assert made.returncode == 0, made.stderr[-1500:]

@@ -82,8 +82,10 @@ def test_principle_draws_follow_the_seed_and_can_be_fixed(prompts):
 
 
 def test_direct_revision_skips_the_critique(prompts):
+    """Without the few-shot examples: how they go into a direct revision's messages is checked in
+    test_prompts.py, and a few-shot round runs in `test_two_rounds_of_critique_and_revision`."""
     sampled = run_cai("sample", *TINY, prompts).stdout
-    result = run_cai("revise", "--direct", *TINY, input=sampled)
+    result = run_cai("revise", "--direct", "--no-few-shot", *TINY, input=sampled)
     assert result.returncode == 0, result
     for record in result.records:
         assert set(record["revisions"][0]) - {"problems"} == {"principle", "revision"}

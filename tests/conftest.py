@@ -68,9 +68,9 @@ def torch_threads_of_this_worker():
 # The longest files first (per-file times of `make test`): pytest-xdist's --dist loadfile hands
 # files to workers in collection order, and a long file handed out last keeps one worker busy
 # while the other has finished (longest-first evens out the two workers' totals).
-LONGEST_FILES = ("test_training.py", "test_redteam.py", "test_report.py", "test_sl_cai.py",
-                 "test_openai_backend.py", "test_batching.py", "test_resume.py", "test_distributed_training.py",
-                 "test_compare.py")
+LONGEST_FILES = ("test_sl_cai.py", "test_training.py", "test_redteam.py", "test_openai_backend.py",
+                 "test_resume.py", "test_batching.py", "test_report.py", "test_compare.py", "test_eval.py",
+                 "test_distributed_training.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -187,12 +187,16 @@ def embedded_folder(tmp_path_factory, embedded_model) -> Path:
     return folder
 
 
-@pytest.fixture
-def prompts(tmp_path: Path) -> Path:
+def write_prompts(folder: Path) -> Path:
     """Three red-team prompts from the examples, one with an extra key that must pass through."""
     records = [json.loads(line) for line in (EXAMPLES / "red_team.jsonl").read_text().splitlines()[:3]]
     records[0]["source"] = {"team": "qa", "tags": ["x"]}
-    return write_jsonl(tmp_path / "prompts.jsonl", records)
+    return write_jsonl(folder / "prompts.jsonl", records)
+
+
+@pytest.fixture
+def prompts(tmp_path: Path) -> Path:
+    return write_prompts(tmp_path)
 
 
 # --- a tiny random model ----------------------------------------------------------------------

@@ -6,11 +6,18 @@ import json
 
 import pytest
 
-from conftest import TINY, read_jsonl, run_cai, write_jsonl
+from conftest import TINY, read_jsonl, run_cai, write_jsonl, write_prompts
 
 
-def test_sample_adds_a_response_and_passes_everything_else_through(prompts):
-    result = run_cai("sample", *TINY, prompts)
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory):
+    """`cai sample` on the three prompts of `conftest.prompts`, run once for the tests that check
+    it and critique or revise what it wrote (seeded: the same records each time)."""
+    return run_cai("sample", *TINY, write_prompts(tmp_path_factory.mktemp("sampled")))
+
+
+def test_sample_adds_a_response_and_passes_everything_else_through(sampled, prompts):
+    result = sampled
     assert result.returncode == 0, result
     inputs = read_jsonl(prompts)
     records = result.records
@@ -45,8 +52,7 @@ def test_same_seed_same_output_other_seed_other_output(prompts):
     assert a.stdout != c.stdout
 
 
-def test_two_rounds_of_critique_and_revision(prompts, tmp_path):
-    sampled = run_cai("sample", *TINY, prompts)
+def test_two_rounds_of_critique_and_revision(sampled):
     # Round 1 with the constitution's few-shot examples (the default), round 2 without: the long
     # few-shot prompts are most of a round's time, and either way the records must come out whole.
     stages = [("critique",), ("revise",), ("critique", "--no-few-shot"), ("revise", "--no-few-shot")]
@@ -70,34 +76,31 @@ def test_two_rounds_of_critique_and_revision(prompts, tmp_path):
     assert records[0]["source"] == {"team": "qa", "tags": ["x"]}  # user keys survive every stage
 
 
-def test_principle_draws_follow_the_seed_and_can_be_fixed(prompts):
-    sampled = run_cai("sample", *TINY, prompts).stdout
+def test_principle_draws_follow_the_seed_and_can_be_fixed(sampled):
     critique = ("critique", *TINY, "--no-few-shot")  # the draw does not depend on the examples
-    drawn = [r["revisions"][0]["principle"] for r in run_cai(*critique, input=sampled).records]
-    again = [r["revisions"][0]["principle"] for r in run_cai(*critique, input=sampled).records]
+    drawn = [r["revisions"][0]["principle"] for r in run_cai(*critique, input=sampled.stdout).records]
+    again = [r["revisions"][0]["principle"] for r in run_cai(*critique, input=sampled.stdout).records]
     assert drawn == again
-    fixed = run_cai("critique", *TINY, "--principle", "honesty", "--no-few-shot", input=sampled)
+    fixed = run_cai("critique", *TINY, "--principle", "honesty", "--no-few-shot", input=sampled.stdout)
     assert fixed.returncode == 0, fixed
     assert {r["revisions"][0]["principle"] for r in fixed.records} == {"honesty"}
 
 
-def test_direct_revision_skips_the_critique(prompts):
+def test_direct_revision_skips_the_critique(sampled):
     """Without the few-shot examples: how they go into a direct revision's messages is checked in
     test_prompts.py, and a few-shot round runs in `test_two_rounds_of_critique_and_revision`."""
-    sampled = run_cai("sample", *TINY, prompts).stdout
-    result = run_cai("revise", "--direct", "--no-few-shot", *TINY, input=sampled)
+    result = run_cai("revise", "--direct", "--no-few-shot", *TINY, input=sampled.stdout)
     assert result.returncode == 0, result
     for record in result.records:
         assert set(record["revisions"][0]) - {"problems"} == {"principle", "revision"}
         assert "initial_response" in record
 
 
-def test_paper_and_hugging_face_constitutions_drive_a_round(prompts):
+def test_paper_and_hugging_face_constitutions_drive_a_round(sampled):
     from conftest import FIXTURES
 
-    sampled = run_cai("sample", *TINY, prompts).stdout
     for spec in ("paper_critiques.json", "hf_constitution.json"):
-        critiqued = run_cai("critique", *TINY, "-c", FIXTURES / spec, input=sampled)
+        critiqued = run_cai("critique", *TINY, "-c", FIXTURES / spec, input=sampled.stdout)
         revised = run_cai("revise", *TINY, "-c", FIXTURES / spec, input=critiqued.stdout)
         assert revised.returncode == 0, revised
         assert all(len(r["revisions"]) == 1 for r in revised.records)

@@ -161,7 +161,7 @@ def embedded_folder(tmp_path_factory, embedded_model) -> Path:
     """The embedded model as the transformers backend reads its GGUF, saved once per test run as
     a Hugging Face folder (float32 safetensors, tokenizer, chat template) that the pytest-xdist
     workers share. Reading a GGUF converts its tokenizer and dequantizes its weights on every
-    load (about 10 s here); the folder loads in about a second. The tests of the transformers
+    load (about 6 s here); the folder loads in about a second. The tests of the transformers
     backend's behaviour load the folder; the GGUF path itself is tested from the command line,
     and `test_sl_cai.py` checks that the folder is the same model (weights, template, outputs)."""
     from filelock import FileLock

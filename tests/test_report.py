@@ -317,7 +317,7 @@ def test_report_on_a_real_tiny_run_of_the_recipe(tmp_path, embedded_folder):
     its report: every figure drawn from real outputs. RL-CAI (the slowest step: it generates while
     it trains) is left out of the rated models and the curves; DPO's run stands for RL. Training
     starts from the embedded model as a Hugging Face folder (BASE): transformers reads a GGUF in
-    about 10 s per step, and training from the GGUF itself is tested in test_training.py."""
+    about 6 s per step, and training from the GGUF itself is tested in test_training.py."""
     prompts = write_jsonl(tmp_path / "red_team.jsonl", read_jsonl(EXAMPLES / "red_team.jsonl")[:2])
     helpful = write_jsonl(tmp_path / "helpful.jsonl", read_jsonl(EXAMPLES / "helpful.jsonl")[:2])
     held_out = write_jsonl(tmp_path / "red_team_eval.jsonl", read_jsonl(EXAMPLES / "red_team_eval.jsonl")[:2])

@@ -93,12 +93,19 @@ def fork_server(args: list[str], env: dict) -> ForkServer | None:
     return _fork_server if _fork_server.can_run(args, env) else None
 
 
-def recipe_cai(env: dict) -> tuple[str, dict]:
-    """What a recipe test gives make as CAI, and its environment: `tests/forked_cai.py`, which
-    forks each command from this worker's fork server (or runs it fresh, as `run_cai` would)."""
+FORKED_CAI = Path(__file__).with_name("forked_cai.py")
+
+
+def forked_cai_env(env: dict) -> dict:
+    """`env` with the address of this worker's fork server, for `tests/forked_cai.py`, which
+    forks each command from it (or runs it fresh, as `run_cai` would, with no server to ask)."""
     server = fork_server([], env)
-    extra = {"CAI_TEST_FORK_SERVER": server.address} if server else {}
-    return f"{sys.executable} {Path(__file__).with_name('forked_cai.py')}", {**env, **extra}
+    return {**env, "CAI_TEST_FORK_SERVER": server.address} if server else dict(env)
+
+
+def recipe_cai(env: dict) -> tuple[str, dict]:
+    """What a recipe test gives make as CAI, and its environment: `tests/forked_cai.py`."""
+    return f"{sys.executable} {FORKED_CAI}", forked_cai_env(env)
 
 
 def placed(args, env: dict | None, cwd: Path | None) -> tuple[list[str], dict, Path, ForkServer | None]:

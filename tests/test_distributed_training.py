@@ -25,10 +25,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, ROOT, cai_env, recipe_cai, run_cai, write_jsonl
+from conftest import EXAMPLES, FORKED_CAI, ROOT, cai_env, forked_cai_env, run_cai, write_jsonl
 from test_training import compare_records, revised_records
 
 ACCELERATE_CONFIGS = EXAMPLES / "accelerate"
+# One torch thread per process: two processes on two shared cores.
+LAUNCH_ENV = {"OMP_NUM_THREADS": "1", "ACCELERATE_DISABLE_RICH": "1"}
 
 
 def free_port() -> int:
@@ -42,18 +44,18 @@ def launch_command(*args: str | Path, processes: int = 2, config: Path | None = 
     process it starts runs `tests/forked_cai.py ARGS` instead, which forks `cai ARGS` from the
     worker's fork server (see `environment`) with the environment the launcher gave it."""
     how = ["--config_file", str(config)] if config else ["--multi_gpu", "--num_machines", "1", "--dynamo_backend", "no"]
-    program = [str(Path(__file__).with_name("forked_cai.py"))] if forked else ["-m", "cai_cli"]
+    program = [str(FORKED_CAI)] if forked else ["-m", "cai_cli"]
     return [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", *how,
             "--num_processes", str(processes), "--mixed_precision", "no", "--main_process_port", str(free_port()),
             *program, *map(str, args)]
 
 
 def environment(forked: bool = True) -> dict[str, str]:
-    """One torch thread per process (two processes on two shared cores); `forked`, the address of
-    the worker's fork server for `forked_cai.py`. A run that is killed is not forked: the kill
+    """`LAUNCH_ENV` for the launcher and its processes; `forked`, with the address of the
+    worker's fork server for `forked_cai.py`. A run that is killed is not forked: the kill
     reaches the launcher's descendants, and a forked command is the server's child."""
-    env = cai_env({"OMP_NUM_THREADS": "1", "ACCELERATE_DISABLE_RICH": "1"})
-    return recipe_cai(env)[1] if forked else env
+    env = cai_env(LAUNCH_ENV)
+    return forked_cai_env(env) if forked else env
 
 
 def launch(*args: str | Path, config: Path | None = None) -> subprocess.CompletedProcess:
@@ -167,7 +169,7 @@ def test_a_killed_two_process_run_resumes_and_needs_the_same_processes(tmp_path,
     parts = {p.name for p in (checkpoints / f"checkpoint-{killed_at}").iterdir()}
     assert {"rng_state_0.pth", "rng_state_1.pth"} <= parts
 
-    alone = run_cai(*args, "--resume", env={"OMP_NUM_THREADS": "1", "ACCELERATE_DISABLE_RICH": "1"}, timeout=300)
+    alone = run_cai(*args, "--resume", env=LAUNCH_ENV, timeout=300)
     assert alone.returncode == 1 and "processes (2 -> 1)" in alone.stderr
     result = launch(*args, "--resume")
     assert result.returncode == 0, result.stderr

@@ -181,7 +181,7 @@ def pre_tokenizer_name(pre_tokenizer: dict | None) -> str:
         return step.get("type") == "ByteLevel" and step.get("use_regex", True)
 
     described = pre_tokenizer or {}
-    steps = described.get("pretokenizers") or [] if described.get("type") == "Sequence" else [described]
+    steps = (described.get("pretokenizers") or []) if described.get("type") == "Sequence" else [described]
     if len(steps) == 1 and gpt2_split(steps[0]):
         return "gpt-2"
     if (len(steps) == 2 and steps[0].get("type") == "Digits" and steps[0].get("individual_digits")
